@@ -1,0 +1,82 @@
+"""Static-shape mini-batches from in-memory arrays, with seeded shuffling and a mask."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+from nnjax.errors import NnjaxError
+
+
+class ArrayLoader:
+    """Mini-batches of a dict of equally long arrays.
+
+    Every batch has exactly ``batch_size`` rows, so a jitted step compiles once: the last
+    partial batch is filled with rows from the start of the epoch's order and carries
+    ``mask`` 0 there (``mask`` is float32 [batch_size], 1 for real rows). Epoch ``i``'s
+    order depends only on ``(seed, i)``, so a resumed run sees the same batches.
+
+    Args:
+      arrays: name -> array with a leading example axis, all the same length.
+      batch_size: rows per batch.
+      shuffle: permute the examples each epoch.
+      seed: seed for the permutation.
+      drop_remainder: drop the last partial batch instead of padding it.
+    """
+
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_remainder: bool = False,
+    ):
+        if not arrays:
+            raise NnjaxError("The data has no arrays; pass at least one named array.")
+        lengths = {name: len(a) for name, a in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise NnjaxError(f"The arrays have different lengths {lengths}; give each one row per example.")
+        self.size = next(iter(lengths.values()))
+        if self.size == 0:
+            raise NnjaxError("The data set is empty; check the data path or the subset size.")
+        if batch_size < 1:
+            raise NnjaxError(f"batch size must be at least 1, got {batch_size}.")
+        if drop_remainder and batch_size > self.size:
+            raise NnjaxError(
+                f"batch size {batch_size} exceeds the {self.size} examples with drop_remainder; use a smaller batch."
+            )
+        self.arrays = {name: np.asarray(a) for name, a in arrays.items()}
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.drop_remainder = drop_remainder
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full if (self.drop_remainder or rest == 0) else full + 1
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The example order of one epoch (a permutation when shuffling)."""
+        if not self.shuffle:
+            return np.arange(self.size)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.size)
+
+    def epoch(self, index: int = 0, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """The batches of epoch ``index``, beginning at batch number ``start``."""
+        order = self.order(index)
+        for b in range(start, len(self)):
+            rows = order[b * self.batch_size : (b + 1) * self.batch_size]
+            real = len(rows)
+            if real < self.batch_size:
+                rows = np.concatenate([rows, np.resize(order, self.batch_size - real)])
+            batch = {name: a[rows] for name, a in self.arrays.items()}
+            mask = np.zeros(self.batch_size, np.float32)
+            mask[:real] = 1.0
+            batch["mask"] = mask
+            yield batch
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self.epoch(0)

@@ -1,0 +1,1 @@
+"""One training core for every experiment: state, step factory, fit loop, checkpoints, metrics."""

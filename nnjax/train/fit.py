@@ -1,0 +1,139 @@
+"""The one fit loop: epochs of static-shape batches, live loss, metrics, checkpoints, resume."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import jax
+
+from nnjax.errors import TrainingDivergedError
+from nnjax.train.checkpoint import Checkpointer
+from nnjax.train.metrics import MetricsWriter
+from nnjax.train.state import TrainState
+
+
+class Loader(Protocol):
+    def __len__(self) -> int: ...
+
+    def epoch(self, index: int = 0, start: int = 0): ...
+
+
+def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def fit(
+    state: TrainState,
+    train_step: Callable[[TrainState, Any], tuple[TrainState, dict]],
+    loader: Loader,
+    *,
+    epochs: int,
+    eval_fn: Callable[[TrainState], dict] | None = None,
+    metrics: MetricsWriter | None = None,
+    checkpointer: Checkpointer | None = None,
+    log_every: int = 50,
+    progress: bool = True,
+    desc: str = "train",
+    on_step: Callable[[TrainState, dict[str, float]], None] | None = None,
+) -> tuple[TrainState, list[dict[str, float]]]:
+    """Train for ``epochs`` passes over ``loader`` and return ``(state, history)``.
+
+    * Resumes: when ``checkpointer`` holds a checkpoint, training continues from it,
+      skipping the batches already seen, so the result equals an uninterrupted run.
+    * Logs: every ``log_every`` steps the mean of the step metrics goes to ``metrics``
+      (``{"step", "epoch", "loss", ...}``) and the progress bar; each epoch adds a line
+      with ``train_*`` means, ``eval_fn(state)`` results (prefixed ``val_`` unless
+      already prefixed), ``compile_s`` (first step) and ``step_ms`` (the rest).
+    * Guards: a NaN or infinite loss stops training with :class:`TrainingDivergedError`
+      naming the first bad step; checkpoints are written only after the steps before
+      them were checked, so the last one saved is good.
+    * ``on_step(state, metrics)`` is called after each logged block with host floats.
+    """
+    steps_per_epoch = len(loader)
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        state = checkpointer.restore(state)
+    done = int(state.step)
+    start_epoch, offset = divmod(done, steps_per_epoch)
+    history: list[dict[str, float]] = []
+    pending: list[tuple[int, dict]] = []
+    bar = _progress_bar(epochs * steps_per_epoch, min(done, epochs * steps_per_epoch), desc, progress)
+    compile_s = None
+
+    def flush(epoch: int) -> dict[str, float]:
+        """Move pending device metrics to the host, check them, log their mean."""
+        if not pending:
+            return {}
+        host = jax.device_get([m for _, m in pending])
+        for (step_no, _), values in zip(pending, host):
+            loss = float(values["loss"])
+            if not math.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"The loss became {loss} at step {step_no} (epoch {epoch + 1}); lower the learning rate "
+                    "or check the inputs — the last good checkpoint, if any, is kept."
+                )
+        means = {k: sum(float(v[k]) for v in host) / len(host) for k in host[0]}
+        last_step = pending[-1][0]
+        pending.clear()
+        if metrics is not None:
+            metrics.log(step=last_step, epoch=epoch + 1, **means)
+        bar.set_postfix(loss=f"{means['loss']:.4f}")
+        if on_step is not None:
+            on_step(state, means)
+        return means
+
+    try:
+        for epoch in range(start_epoch, epochs):
+            sums: dict[str, float] = {}
+            count = 0
+            timed_steps, timed_since = 0, None
+            first = epoch == start_epoch
+            for batch in loader.epoch(epoch, start=offset if first else 0):
+                begin = time.perf_counter()
+                state, step_metrics = train_step(state, batch)
+                if compile_s is None:
+                    jax.block_until_ready(step_metrics)
+                    compile_s = time.perf_counter() - begin
+                elif timed_since is None:
+                    timed_since = begin
+                else:
+                    timed_steps += 1
+                pending.append((int(state.step), step_metrics))
+                bar.update(1)
+                step_no = pending[-1][0]
+                due = checkpointer is not None and checkpointer.due(step_no)
+                if len(pending) >= log_every or due:
+                    block = len(pending)
+                    means = flush(epoch)
+                    for k, v in means.items():
+                        sums[k] = sums.get(k, 0.0) + v * block
+                    count += block
+                if due:
+                    checkpointer.save(state)
+            block = len(pending)
+            means = flush(epoch)
+            for k, v in means.items():
+                sums[k] = sums.get(k, 0.0) + v * block
+            count += block
+            jax.block_until_ready(state.params)
+            record: dict[str, float] = {"epoch": epoch + 1, "step": int(state.step)}
+            record.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
+            if timed_since is not None and timed_steps > 0:
+                record["step_ms"] = 1000 * (time.perf_counter() - timed_since) / (timed_steps + 1)
+            if compile_s is not None:
+                record["compile_s"] = compile_s
+            if eval_fn is not None:
+                for k, v in eval_fn(state).items():
+                    record[k if k.startswith(("val_", "test_")) else f"val_{k}"] = v
+            history.append(record)
+            if metrics is not None:
+                metrics.log(**record)
+        if checkpointer is not None:
+            checkpointer.save(state, force=True)
+    finally:
+        bar.close()
+    return state, history
