@@ -1,0 +1,158 @@
+"""The one benchmark harness: compile time apart from steady-state time, tables with provenance.
+
+``measure(fn, *args)`` calls ``fn`` once (compile, timed alone), ``warmup`` more times,
+then ``repeats`` timed calls, each waited on (``block_until_ready`` for JAX outputs; PyTorch
+on CPU is synchronous). For a step that consumes its state (donated buffers), wrap it with
+:func:`threaded` so each call feeds the previous call's state back in.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _block(value: Any) -> None:
+    import jax
+
+    try:
+        jax.block_until_ready(value)
+    except Exception:  # non-JAX outputs (PyTorch, NumPy) are already computed
+        pass
+
+
+def measure(fn: Callable[..., Any], *args: Any, warmup: int = 3, repeats: int = 20) -> dict[str, float]:
+    """Seconds per call: ``compile_s`` (the first call) and the median / p10 / p90 of ``repeats``."""
+    start = time.perf_counter()
+    _block(fn(*args))
+    compile_s = time.perf_counter() - start
+    for _ in range(max(warmup - 1, 0)):
+        _block(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _block(fn(*args))
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {
+        "compile_s": compile_s,
+        "median_s": statistics.median(times),
+        "p10_s": times[int(0.1 * (len(times) - 1))],
+        "p90_s": times[int(0.9 * (len(times) - 1))],
+        "repeats": repeats,
+    }
+
+
+def threaded(step: Callable[[Any, Any], tuple[Any, Any]], state: Any, batch: Any) -> Callable[[], Any]:
+    """A no-argument callable running ``state, out = step(state, batch)`` and returning ``out``."""
+    holder = {"state": state}
+
+    def call() -> Any:
+        holder["state"], out = step(holder["state"], batch)
+        return out
+
+    return call
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """Device, CPU, core count and library versions: the provenance of a table."""
+    import jax
+
+    device = jax.devices()[0]
+    return {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "versions": {p: _version(p) for p in ("jax", "jaxlib", "flax", "optax", "torch", "keras", "scikit-learn")
+                     if _version(p)},
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+class BenchTable:
+    """Rows of one benchmark, written as Markdown and JSON with their provenance."""
+
+    def __init__(self, title: str, command: str, notes: str = ""):
+        self.title = title
+        self.command = command
+        self.notes = notes
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, **row: Any) -> None:
+        self.rows.append(row)
+
+    def markdown(self, env: dict[str, Any]) -> str:
+        columns: list[str] = []
+        for row in self.rows:
+            columns += [c for c in row if c not in columns]
+
+        def cell(value: Any) -> str:
+            if isinstance(value, float):
+                return f"{value:.4g}"
+            return "" if value is None else str(value)
+
+        lines = [
+            f"## {self.title}",
+            "",
+            f"Command: `{self.command}` — {env['date']}, {env['device']} ({env['cpu']}, {env['cores']} cores), "
+            + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+            "",
+            "| " + " | ".join(columns) + " |",
+            "|" + "---|" * len(columns),
+        ]
+        lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in self.rows]
+        if self.notes:
+            lines += ["", self.notes.strip()]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: str | Path | None = None, name: str | None = None) -> tuple[Path, Path]:
+        """Write ``NAME.md`` and ``NAME.json`` (NAME from the title) into ``out_dir``."""
+        out = Path(out_dir) if out_dir else RESULTS_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        name = name or self.title.lower().replace(" ", "_").replace("/", "_")
+        env = environment()
+        md_path, json_path = out / f"{name}.md", out / f"{name}.json"
+        md_path.write_text(self.markdown(env))
+        payload = {"title": self.title, "command": self.command, "notes": self.notes, "env": env, "rows": self.rows}
+        json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        return md_path, json_path
+
+
+def bench_args(argv: list[str] | None = None, description: str = "") -> Any:
+    """The options every benchmark takes: ``--out DIR`` and ``--quick``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for the Markdown + JSON table")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    return parser.parse_args(argv)

@@ -1,0 +1,224 @@
+"""The ``nnjax`` command line: list, run, reproduce, eval, predict, bench.
+
+Every sub-command has ``--help``; ``nnjax run NAME --help`` lists that experiment's
+options, which are the fields of its config dataclass. Bad input ends with one sentence
+on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+
+from nnjax.errors import NnjaxError
+
+PROG = "nnjax"
+
+
+def _option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One option per config field, typed from its annotation, defaulting to None (= keep)."""
+    hints = typing.get_type_hints(config_cls)
+    group = parser.add_argument_group("experiment options (defaults are the full, thesis settings)")
+    for field in dataclasses.fields(config_cls):
+        kind = hints.get(field.name, str)
+        default = field.default if field.default is not dataclasses.MISSING else None
+        help_text = field.metadata.get("help", "") if field.metadata else ""
+        help_text = f"{help_text} (default: {default})".strip()
+        if kind is bool:
+            group.add_argument(_option_name(field.name), dest=field.name, default=None,
+                               action=argparse.BooleanOptionalAction, help=help_text)
+            continue
+        origin = typing.get_origin(kind)
+        if origin is typing.Literal:
+            choices = typing.get_args(kind)
+            group.add_argument(_option_name(field.name), dest=field.name, default=None,
+                               choices=choices, type=type(choices[0]), help=help_text)
+            continue
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind = args[0] if args else str
+        if kind not in (int, float, str):
+            kind = str
+        group.add_argument(_option_name(field.name), dest=field.name, default=None, type=kind,
+                           metavar=kind.__name__.upper(), help=help_text)
+
+
+def _common_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="seed for every PRNG key (default: 0)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/EXPERIMENT)")
+    profile = parser.add_mutually_exclusive_group()
+    profile.add_argument("--quick", action="store_true", help="the quick profile: small, minutes or less")
+    profile.add_argument("--full", action="store_true", help="the thesis's settings (the default)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from nnjax.experiment import all_experiments
+
+    for exp in all_experiments():
+        reason = exp.requires() if exp.requires else None
+        note = f"  [unavailable: {reason}]" if reason else ""
+        print(f"{exp.name:<16} {exp.description}{note}")
+    return 0
+
+
+def _cmd_run(argv: Sequence[str]) -> int:
+    from nnjax.experiment import all_experiments, get, run_experiment
+
+    head = argparse.ArgumentParser(
+        prog=f"{PROG} run", add_help=False,
+        description="Run one experiment; `nnjax run NAME --help` lists its options.",
+    )
+    head.add_argument("experiment", nargs="?")
+    known, rest = head.parse_known_args(argv)
+    if known.experiment is None or known.experiment.startswith("-"):
+        names = ", ".join(e.name for e in all_experiments())
+        print(f"usage: {PROG} run EXPERIMENT [--seed N] [--out DIR] [--quick|--full] [options]\n\n"
+              f"Run one experiment. Experiments: {names}.\n"
+              f"`{PROG} run EXPERIMENT --help` lists an experiment's options.")
+        return 0 if known.experiment is None or known.experiment in ("-h", "--help") else 2
+    exp = get(known.experiment)
+    parser = argparse.ArgumentParser(prog=f"{PROG} run {exp.name}", description=exp.description)
+    _common_run_options(parser)
+    _add_config_options(parser, exp.config)
+    args = parser.parse_args(rest)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(exp.config)}
+    config = exp.make_config("quick" if args.quick else "full", **overrides)
+    reason = exp.requires() if exp.requires else None
+    if reason:
+        raise NnjaxError(reason)
+    out = args.out or f"runs/{exp.name}"
+    summary = run_experiment(exp, config, out, seed=args.seed, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {Path(out) / 'summary.json'}")
+    return 0
+
+
+def _print_results(results: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    for result in results:
+        print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from nnjax.experiment import get
+
+    exp = get(args.experiment)
+    if exp.evaluate is None:
+        raise NnjaxError(f"Experiment {exp.name!r} has no evaluation; use `nnjax run {exp.name}` instead.")
+    result = exp.evaluate(Path(args.checkpoint))
+    _print_results([result], args.json)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from nnjax.experiment import get
+
+    exp = get(args.experiment)
+    if exp.predict is None:
+        raise NnjaxError(f"Experiment {exp.name!r} has no predict command.")
+    inputs = list(args.inputs) + ([args.csv] if args.csv else [])
+    if not inputs:
+        raise NnjaxError(f"Give at least one input to predict, e.g. `nnjax predict {exp.name} --checkpoint DIR INPUT`.")
+    _print_results(exp.predict(Path(args.checkpoint), inputs), args.json)
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from nnjax.reproduce import reproduce
+
+    report = reproduce(
+        profile="full" if args.full else "quick",
+        out=Path(args.out),
+        only=args.only,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {report}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from nnjax.bench import run_benchmarks
+
+    table = run_benchmarks(only=args.only, out=Path(args.out), quick=args.quick)
+    print(f"wrote {table}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="nnjax: the thesis's networks in JAX/Flax, measured.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the experiments", description="List the registered experiments.")
+    p.set_defaults(func=_cmd_list)
+
+    sub.add_parser("run", help="run one experiment (`nnjax run NAME --help` for its options)", add_help=False)
+
+    p = sub.add_parser("reproduce", help="run every experiment and write a report",
+                       description="Run every experiment (quick profile by default) and write report.md/.html.")
+    profile = p.add_mutually_exclusive_group()
+    profile.add_argument("--quick", action="store_true", help="the quick profile (the default)")
+    profile.add_argument("--full", action="store_true", help="the thesis's full settings")
+    p.add_argument("--out", default="runs/reproduce", help="report folder (default: runs/reproduce)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
+    p.add_argument("--seed", type=int, default=0, help="seed for every experiment (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("eval", help="evaluate a saved checkpoint", description="Evaluate a saved model.")
+    p.add_argument("experiment")
+    p.add_argument("--checkpoint", required=True, help="the 'checkpoint' folder a run wrote")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="predict with a saved checkpoint",
+                       description="Predict with a saved model: images, texts or a CSV series.")
+    p.add_argument("experiment")
+    p.add_argument("inputs", nargs="*", help="image paths or texts")
+    p.add_argument("--checkpoint", required=True, help="the 'checkpoint' folder a run wrote")
+    p.add_argument("--csv", help="a CSV file (FILE or FILE:COLUMN) for series experiments")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("bench", help="run the benchmarks and write one table",
+                       description="Run every benchmark in benchmarks/ and write one Markdown + JSON table.")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (e.g. mlp mnist)")
+    p.add_argument("--out", default="benchmarks/results", help="folder for the tables")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "run":
+            return _cmd_run(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        return args.func(args)
+    except NnjaxError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; completed checkpoints are kept.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
