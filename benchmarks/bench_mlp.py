@@ -1,0 +1,99 @@
+"""MLP train step: nnjax (jitted step factory, nnjax's Adam) vs the same MLP and Adam in PyTorch.
+
+Same architecture (784-256-256-10, ReLU), same initial weights, same batch, cross-entropy,
+Adam lr 1e-3; median time per step after warm-up, one process. Run:
+``.venv/bin/python -m benchmarks.bench_mlp``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.harness import BenchTable, bench_args, measure, threaded
+
+WIDTHS = (256, 256, 10)
+N_IN = 784
+
+
+def nnjax_step(batch_size: int, params_np: dict, x: np.ndarray, y: np.ndarray, optimizer: str):
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from nnjax.models.mlp import MLP
+    from nnjax.nn.losses import softmax_cross_entropy_int
+    from nnjax.nn.optim import adam
+    from nnjax.train.state import create_train_state
+    from nnjax.train.step import make_train_step
+
+    model = MLP(WIDTHS)
+
+    def loss_fn(params, batch_stats, batch, rng, train):
+        logits = model.apply({"params": params}, batch["x"])
+        return softmax_cross_entropy_int(logits, batch["y"]), {}
+
+    tx = adam(1e-3) if optimizer == "nnjax" else optax.adam(1e-3)
+    params = jax.tree_util.tree_map(jnp.asarray, params_np)
+    state = create_train_state(params, tx, rng=jax.random.PRNGKey(0))
+    batch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "mask": jnp.ones(batch_size, jnp.float32)}
+    step = make_train_step(loss_fn, tx)
+    return threaded(step, state, batch)
+
+
+def torch_step(params_np: dict, x: np.ndarray, y: np.ndarray):
+    import torch
+
+    layers = []
+    for i, width in enumerate(WIDTHS):
+        kernel = params_np[f"dense_{i}"]["kernel"]
+        linear = torch.nn.Linear(kernel.shape[0], width)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(kernel.T.copy()))
+            linear.bias.copy_(torch.from_numpy(params_np[f"dense_{i}"]["bias"]))
+        layers += [linear, torch.nn.ReLU()] if i < len(WIDTHS) - 1 else [linear]
+    model = torch.nn.Sequential(*layers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xt), yt)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = bench_args(argv, __doc__)
+    import jax
+
+    from nnjax.models.mlp import MLP
+
+    repeats = 20 if args.quick else 100
+    table = BenchTable("MLP train step", "python -m benchmarks.bench_mlp" + (" --quick" if args.quick else ""),
+                       notes="ratio = PyTorch eager time / nnjax time (above 1: nnjax faster).")
+    for batch_size in (32, 128, 512):
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(batch_size, N_IN)).astype(np.float32)
+        y = rng.integers(0, 10, batch_size).astype(np.int32)
+        variables = MLP(WIDTHS).init(jax.random.PRNGKey(0), x[:1])
+        params_np = jax.tree_util.tree_map(np.asarray, variables["params"])
+        results = {
+            "nnjax (nnjax.nn.optim.adam)": measure(nnjax_step(batch_size, params_np, x, y, "nnjax"), repeats=repeats),
+            "nnjax (optax.adam)": measure(nnjax_step(batch_size, params_np, x, y, "optax"), repeats=repeats),
+            "PyTorch eager": measure(torch_step(params_np, x, y), repeats=repeats),
+        }
+        torch_ms = results["PyTorch eager"]["median_s"] * 1e3
+        for name, r in results.items():
+            table.add(batch=batch_size, implementation=name, compile_s=r["compile_s"],
+                      median_ms=r["median_s"] * 1e3, p90_ms=r["p90_s"] * 1e3,
+                      ratio_vs_torch=torch_ms / (r["median_s"] * 1e3))
+    md, _ = table.write(args.out, "mlp")
+    print(md.read_text())
+
+
+if __name__ == "__main__":
+    main()
