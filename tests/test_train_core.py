@@ -57,7 +57,10 @@ def new_state(tx, trainable=None, seed=0):
 
 
 def test_path_mask_partition_combine_round_trip():
-    params = {"backbone": {"conv": {"kernel": jnp.ones((3, 3))}}, "head": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}
+    params = {
+        "backbone": {"conv": {"kernel": jnp.ones((3, 3))}},
+        "head": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)},
+    }
     mask = path_mask(params, r"head/.*")
     assert mask == {"backbone": {"conv": {"kernel": False}}, "head": {"kernel": True, "bias": True}}
     selected, rest = partition(params, mask)
@@ -144,7 +147,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
     assert ckpt.latest_step() == 10
     resumed, _ = _train(tmp_path, "b", epochs=3, checkpointer=Checkpointer(tmp_path / "ckpt", every_steps=5, keep=2))
     assert int(resumed.step) == int(reference.step) == 21
-    for a, b in zip(jax.tree_util.tree_leaves(reference.params), jax.tree_util.tree_leaves(resumed.params)):
+    pairs = zip(jax.tree_util.tree_leaves(reference.params), jax.tree_util.tree_leaves(resumed.params), strict=True)
+    for a, b in pairs:
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
 
 

@@ -23,6 +23,9 @@ class ArrayLoader:
       shuffle: permute the examples each epoch.
       seed: seed for the permutation.
       drop_remainder: drop the last partial batch instead of padding it.
+      shard: ``(index, count)`` for multi-process training: every process walks the same
+        global order and yields only its ``index``-th contiguous slice of each global batch
+        (``batch_size // count`` rows), so the processes together see exactly the global batch.
     """
 
     def __init__(
@@ -33,6 +36,7 @@ class ArrayLoader:
         shuffle: bool = False,
         seed: int = 0,
         drop_remainder: bool = False,
+        shard: tuple[int, int] | None = None,
     ):
         if not arrays:
             raise NnjaxError("The data has no arrays; pass at least one named array.")
@@ -53,6 +57,13 @@ class ArrayLoader:
         self.shuffle = shuffle
         self.seed = int(seed)
         self.drop_remainder = drop_remainder
+        index, count = shard or (0, 1)
+        if count < 1 or not 0 <= index < count or batch_size % count:
+            raise NnjaxError(
+                f"Cannot split batches of {batch_size} into shard {index} of {count}; "
+                "use a batch size that is a multiple of the process count."
+            )
+        self.shard = (index, count)
 
     def __len__(self) -> int:
         full, rest = divmod(self.size, self.batch_size)
@@ -76,6 +87,10 @@ class ArrayLoader:
             mask = np.zeros(self.batch_size, np.float32)
             mask[:real] = 1.0
             batch["mask"] = mask
+            index, count = self.shard
+            if count > 1:
+                part = self.batch_size // count
+                batch = {name: a[index * part : (index + 1) * part] for name, a in batch.items()}
             yield batch
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

@@ -12,6 +12,7 @@ import jax
 from nnjax.errors import TrainingDivergedError
 from nnjax.train.checkpoint import Checkpointer
 from nnjax.train.metrics import MetricsWriter
+from nnjax.train.parallel import replicate, shard_batch, use_data_parallel
 from nnjax.train.state import TrainState
 
 
@@ -40,6 +41,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     on_step: Callable[[TrainState, dict[str, float]], None] | None = None,
+    mesh: Any = None,
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """Train for ``epochs`` passes over ``loader`` and return ``(state, history)``.
 
@@ -53,10 +55,16 @@ def fit(
       naming the first bad step; checkpoints are written only after the steps before
       them were checked, so the last one saved is good.
     * ``on_step(state, metrics)`` is called after each logged block with host floats.
+    * Data parallel: with more than one device (or several processes) each batch is split
+      over all of them and the state replicated (``mesh``: None = automatic, False = off,
+      or a ``jax.sharding.Mesh``); results equal the one-device run's up to float rounding.
     """
+    mesh = use_data_parallel(mesh)
     steps_per_epoch = len(loader)
     if checkpointer is not None and checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
+    if mesh is not None:
+        state = replicate(state, mesh)
     done = int(state.step)
     start_epoch, offset = divmod(done, steps_per_epoch)
     history: list[dict[str, float]] = []
@@ -69,7 +77,7 @@ def fit(
         if not pending:
             return {}
         host = jax.device_get([m for _, m in pending])
-        for (step_no, _), values in zip(pending, host):
+        for (step_no, _), values in zip(pending, host, strict=True):
             loss = float(values["loss"])
             if not math.isfinite(loss):
                 raise TrainingDivergedError(
@@ -93,6 +101,8 @@ def fit(
             timed_steps, timed_since = 0, None
             first = epoch == start_epoch
             for batch in loader.epoch(epoch, start=offset if first else 0):
+                if mesh is not None:
+                    batch = shard_batch(batch, mesh)
                 begin = time.perf_counter()
                 state, step_metrics = train_step(state, batch)
                 if compile_s is None:
