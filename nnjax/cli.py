@@ -59,6 +59,27 @@ def _common_run_options(parser: argparse.ArgumentParser) -> None:
     profile.add_argument("--quick", action="store_true", help="the quick profile: small, minutes or less")
     profile.add_argument("--full", action="store_true", help="the thesis's settings (the default)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--compile-cache", metavar="DIR", default=None,
+                        help="persistent XLA compilation cache folder (opt-in; also NNJAX_COMPILATION_CACHE)")
+    dist = parser.add_argument_group("multi-process training (JAX distributed runtime)")
+    dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (or NNJAX_COORDINATOR)")
+    dist.add_argument("--num-processes", type=int, help="number of processes (or NNJAX_NUM_PROCESSES)")
+    dist.add_argument("--process-id", type=int, help="this process's id, from 0 (or NNJAX_PROCESS_ID)")
+
+
+def enable_compile_cache(folder: str | None) -> None:
+    """Turn on JAX's persistent compilation cache in ``folder`` (or ``$NNJAX_COMPILATION_CACHE``)."""
+    import os
+
+    folder = folder or os.environ.get("NNJAX_COMPILATION_CACHE")
+    if not folder:
+        return
+    import jax
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(Path(folder).absolute()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -91,6 +112,10 @@ def _cmd_run(argv: Sequence[str]) -> int:
     _common_run_options(parser)
     _add_config_options(parser, exp.config)
     args = parser.parse_args(rest)
+    from nnjax.train import distributed
+
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    enable_compile_cache(args.compile_cache)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(exp.config)}
     config = exp.make_config("quick" if args.quick else "full", **overrides)
     reason = exp.requires() if exp.requires else None
@@ -138,6 +163,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from nnjax.reproduce import reproduce
 
+    enable_compile_cache(args.compile_cache)
     report = reproduce(
         profile="full" if args.full else "quick",
         out=Path(args.out),
@@ -175,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
     p.add_argument("--seed", type=int, default=0, help="seed for every experiment (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--compile-cache", metavar="DIR", default=None,
+                   help="persistent XLA compilation cache folder (opt-in; also NNJAX_COMPILATION_CACHE)")
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("eval", help="evaluate a saved checkpoint", description="Evaluate a saved model.")

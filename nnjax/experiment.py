@@ -180,6 +180,18 @@ class RunContext:
         return Path(path)
 
 
+def _compile_seconds(metrics_path: Path) -> float:
+    """Total first-step (compile) seconds that ``fit`` logged as ``{"event": "compile"}`` lines."""
+    total = 0.0
+    if metrics_path.is_file():
+        for line in metrics_path.read_text().splitlines():
+            if '"compile"' in line:
+                record = json.loads(line)
+                if record.get("event") == "compile":
+                    total += float(record.get("compile_s", 0.0))
+    return total
+
+
 def run_experiment(
     experiment: Experiment,
     config: Any,
@@ -203,8 +215,10 @@ def run_experiment(
         ctx.metrics.close()
     seconds = time.perf_counter() - start
     device = jax.devices()[0]
+    compile_s = _compile_seconds(ctx.out / "metrics.jsonl")
     summary = {
         **_jsonable(headline),
+        **({"compile_s": round(compile_s, 2)} if compile_s else {}),
         "seconds": round(seconds, 2) if "seconds" not in headline else _jsonable(headline["seconds"]),
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
         "figures": [str(p.relative_to(ctx.out)) if p.is_relative_to(ctx.out) else str(p) for p in ctx.figures],

@@ -32,6 +32,7 @@ def _rows_for(exp: Experiment, outcome: dict) -> list[dict]:
         "experiment": exp.name,
         "status": outcome["status"],
         "seconds": summary.get("seconds", outcome.get("seconds")),
+        "compile_s": summary.get("compile_s"),
         "device": summary.get("device", "—"),
         "command": outcome["command"],
         "note": outcome.get("reason", ""),
@@ -52,14 +53,14 @@ def _write_markdown(path: Path, rows: list[dict], profile: str) -> None:
         "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.",
         "",
-        "| experiment | metric | thesis | nnjax | status | seconds | device | command |",
-        "|---|---|---|---|---|---|---|---|",
+        "| experiment | metric | thesis | nnjax | status | seconds | compile s | device | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         status = r["status"] + (f": {r['note']}" if r["note"] else "")
         lines.append(
             f"| {r['experiment']} | {r['metric']} | {_fmt(r['thesis'])} | {_fmt(r['nnjax'])} | {status} "
-            f"| {_fmt(r['seconds'])} | {r['device']} | `{r['command']}` |"
+            f"| {_fmt(r['seconds'])} | {_fmt(r['compile_s'])} | {r['device']} | `{r['command']}` |"
         )
     path.write_text("\n".join(lines) + "\n")
 
@@ -76,12 +77,12 @@ def _embed(path: Path) -> str:
 
 
 def _write_html(path: Path, rows: list[dict], figures: dict[str, list[Path]], profile: str) -> None:
-    head = ["experiment", "metric", "thesis", "nnjax", "status", "seconds", "device", "command"]
+    head = ["experiment", "metric", "thesis", "nnjax", "status", "seconds", "compile s", "device", "command"]
     body = []
     for r in rows:
         status = r["status"] + (f": {r['note']}" if r["note"] else "")
         cells = [r["experiment"], r["metric"], _fmt(r["thesis"]), _fmt(r["nnjax"]), status,
-                 _fmt(r["seconds"]), r["device"], r["command"]]
+                 _fmt(r["seconds"]), _fmt(r["compile_s"]), r["device"], r["command"]]
         body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     sections = []
     for name, paths in figures.items():

@@ -100,7 +100,7 @@ def test_reproduce_writes_markdown_and_html_report(capsys, tmp_path):
     code, _, _ = run_cli(capsys, "reproduce", "--only", "perceptron", "--out", str(tmp_path), "--no-progress")
     assert code == 0
     report = (tmp_path / "report.md").read_text()
-    assert "| perceptron | slope | -2.0000 |" in report and "nnjax run perceptron --quick" in report
+    assert "| perceptron | slope | -2.0000 |" in report and "compile s" in report and "nnjax run perceptron --quick" in report
     page = (tmp_path / "report.html").read_text()
     assert "data:image/gif;base64" in page
 
@@ -112,3 +112,15 @@ def test_console_script_error_has_no_traceback():
     assert result.returncode == 2
     assert result.stderr.strip().startswith("nnjax: error: Unknown experiment")
     assert "Traceback" not in result.stderr
+
+
+def test_compile_cache_is_opt_in_and_fills_its_folder(tmp_path):
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "from nnjax.cli import enable_compile_cache\n"
+        f"enable_compile_cache({str(tmp_path / 'cache')!r})\n"
+        "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert any((tmp_path / "cache").iterdir())

@@ -108,6 +108,8 @@ def fit(
                 if compile_s is None:
                     jax.block_until_ready(step_metrics)
                     compile_s = time.perf_counter() - begin
+                    if metrics is not None:
+                        metrics.log(event="compile", step=int(state.step), compile_s=compile_s)
                 elif timed_since is None:
                     timed_since = begin
                 else:
