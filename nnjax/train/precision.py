@@ -1,0 +1,57 @@
+"""Mixed precision for any loss function: compute in bfloat16, keep float32 params and optimizer state.
+
+:func:`with_compute_dtype` wraps a loss function (the signature of ``nnjax.train.step``):
+floating parameters, batch statistics and batch arrays are cast to the compute dtype on
+the way in, and the per-example loss, metrics and updated statistics are cast back to
+float32 on the way out. Because the cast happens inside the differentiated function,
+gradients arrive in float32 for the float32 master parameters; the optimizer never sees
+bfloat16.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nnjax.errors import NnjaxError
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def parse_dtype(name: str) -> Any:
+    """``"float32" | "bfloat16" | "float16"`` -> the JAX dtype; a clear error otherwise."""
+    if name not in DTYPES:
+        raise NnjaxError(f"Unknown --dtype {name!r}; choose one of: {', '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+def cast_floats(tree: Any, dtype: Any) -> Any:
+    """Cast every floating-point leaf of ``tree`` to ``dtype`` (integers and keys untouched)."""
+
+    def cast(x: Any) -> Any:
+        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
+            return jnp.asarray(x).astype(dtype)
+        return x
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def with_compute_dtype(loss_fn: Any, dtype: str | Any = "float32") -> Any:
+    """``loss_fn`` computing in ``dtype`` (a name or dtype); unchanged for float32."""
+    dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
+    if dtype == jnp.float32:
+        return loss_fn
+
+    def wrapped(params, batch_stats, batch, rng, train):
+        inputs = {k: (v if k == "mask" else cast_floats(v, dtype)) for k, v in batch.items()}
+        per_example, aux = loss_fn(cast_floats(params, dtype), cast_floats(batch_stats, dtype), inputs, rng, train)
+        aux = dict(aux)
+        if "metrics" in aux:
+            aux["metrics"] = cast_floats(aux["metrics"], jnp.float32)
+        if aux.get("batch_stats"):
+            aux["batch_stats"] = cast_floats(aux["batch_stats"], jnp.float32)
+        return per_example.astype(jnp.float32), aux
+
+    return wrapped
