@@ -65,6 +65,14 @@ def sigmoid(x: Array) -> Array:
     return jnp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def log_sigmoid(x: Array) -> Array:
+    """``log sigmoid(x)``, finite for any ``x``: ``-log(1 + e^{-x})`` for ``x >= 0`` and
+    ``x - log(1 + e^{x})`` for ``x < 0`` (so its autodiff is ``sigmoid(-x)`` everywhere, 0 included)."""
+    x = jnp.asarray(x)
+    e = jnp.exp(_neg_abs(x))
+    return jnp.where(x >= 0, -jnp.log1p(e), x - jnp.log1p(e))
+
+
 def sigmoid_derivative(x: Array) -> Array:
     """Thesis form ``e^{-x} / (1 + e^{-x})^2`` (= sigma(x)(1 - sigma(x))), evaluated at ``|x|``.
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from nnjax.errors import NnjaxError
-from nnjax.nn.activations import log_softmax
+from nnjax.nn.activations import log_sigmoid, log_softmax
 
 Array = jax.Array
 
@@ -76,13 +76,15 @@ def binary_cross_entropy(probs: Array, labels: Array, eps: float = EPS) -> Array
 def binary_cross_entropy_with_logits(logits: Array, labels: Array) -> Array:
     """Binary cross-entropy from logits, per example: ``[B, ...] -> [B]``.
 
-    Uses ``max(z, 0) - z y + log(1 + e^{-|z|})``, which equals
-    ``-[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))]`` and is finite for any ``z``.
+    Uses ``(1 - y) z - log sigmoid(z)``, which equals
+    ``-[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))]`` (as ``log(1 - sigmoid(z)) =
+    log sigmoid(z) - z``), with the stable :func:`~nnjax.nn.activations.log_sigmoid`: finite
+    for any ``z`` and with the exact gradient ``sigmoid(z) - y``, also at ``z = 0``.
     """
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels, dtype=jnp.result_type(logits))
     _check_same_shape("binary_cross_entropy_with_logits", logits, labels, "labels")
-    per_element = jnp.maximum(logits, 0.0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    per_element = (1.0 - labels) * logits - log_sigmoid(logits)
     return _mean_trailing(per_element)
 
 

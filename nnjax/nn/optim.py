@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nnjax.errors import NnjaxError
@@ -63,8 +64,15 @@ def _lr_at(learning_rate: optax.ScalarOrSchedule, step: jax.Array) -> jax.Array:
     return learning_rate(step) if callable(learning_rate) else learning_rate
 
 
+def _is_number(value: Any) -> bool:
+    """A Python / NumPy number (arrays and tracers, e.g. from optax.inject_hyperparams, are not checked)."""
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
 def _check_lr(learning_rate: optax.ScalarOrSchedule) -> None:
-    if not callable(learning_rate) and not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
+    if callable(learning_rate):
+        return
+    if isinstance(learning_rate, (bool, str, type(None))) or (_is_number(learning_rate) and not learning_rate > 0):
         raise NnjaxError(
             f"learning_rate must be a positive number or an optax schedule, got {learning_rate!r}."
         )
@@ -83,7 +91,7 @@ def sgd(learning_rate: optax.ScalarOrSchedule, momentum: float | None = None) ->
       ``optax.apply_updates``). Equal to ``optax.sgd(learning_rate, momentum)``.
     """
     _check_lr(learning_rate)
-    if momentum is not None and not 0.0 <= momentum < 1.0:
+    if _is_number(momentum) and not 0.0 <= momentum < 1.0:
         raise NnjaxError(f"momentum must be in [0, 1) or None, got {momentum!r}.")
 
     def init(params: PyTree) -> SgdState:
@@ -127,7 +135,7 @@ def adam(
     """
     _check_lr(learning_rate)
     for name, beta in (("b1", b1), ("b2", b2)):
-        if not 0.0 <= beta < 1.0:
+        if _is_number(beta) and not 0.0 <= beta < 1.0:
             raise NnjaxError(f"Adam's {name} must be in [0, 1), got {beta!r}.")
 
     def init(params: PyTree) -> AdamState:
@@ -162,7 +170,9 @@ def _bias_corrected(mu: PyTree, nu: PyTree, count: jax.Array, b1: float, b2: flo
     )
 
 
-def effective_step(mu_hat: PyTree, nu_hat: PyTree, grads: PyTree, learning_rate: Any, eps: float = 1e-8) -> PyTree:
+def effective_step(
+    mu_hat: PyTree, nu_hat: PyTree, grads: PyTree, learning_rate: Any, eps: float = 1e-8
+) -> PyTree:
     """The thesis's ``K = eta m_hat / ((sqrt(v_hat) + eps) g)`` per parameter (0 where ``g == 0``).
 
     All trees share the params' structure and shapes; ``learning_rate`` is the scalar eta_t.

@@ -1,0 +1,1 @@
+"""Models as pure ``flax.linen`` definitions, one file per model (import from the submodule)."""

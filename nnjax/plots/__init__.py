@@ -1,0 +1,1 @@
+"""Figures, one module per domain (matplotlib is imported inside the plotting functions)."""
