@@ -66,6 +66,7 @@ def fit(
     if mesh is not None:
         state = replicate(state, mesh)
     done = int(state.step)
+    host_step = done
     start_epoch, offset = divmod(done, steps_per_epoch)
     history: list[dict[str, float]] = []
     pending: list[tuple[int, dict]] = []
@@ -109,12 +110,13 @@ def fit(
                     jax.block_until_ready(step_metrics)
                     compile_s = time.perf_counter() - begin
                     if metrics is not None:
-                        metrics.log(event="compile", step=int(state.step), compile_s=compile_s)
+                        metrics.log(event="compile", step=host_step + 1, compile_s=compile_s)
                 elif timed_since is None:
                     timed_since = begin
                 else:
                     timed_steps += 1
-                pending.append((int(state.step), step_metrics))
+                host_step += 1  # counted on the host: reading state.step would wait for the device
+                pending.append((host_step, step_metrics))
                 bar.update(1)
                 step_no = pending[-1][0]
                 due = checkpointer is not None and checkpointer.due(step_no)
@@ -132,7 +134,7 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + v * block
             count += block
             jax.block_until_ready(state.params)
-            record: dict[str, float] = {"epoch": epoch + 1, "step": int(state.step)}
+            record: dict[str, float] = {"epoch": epoch + 1, "step": host_step}
             record.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
             if timed_since is not None and timed_steps > 0:
                 record["step_ms"] = 1000 * (time.perf_counter() - timed_since) / (timed_steps + 1)
