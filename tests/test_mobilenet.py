@@ -1,0 +1,266 @@
+"""MobileNetV2 in Flax: depthwise convolution, architecture, freezing as a partition, caching."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nnjax.models.mobilenet_v2 import (
+    HEAD_PATTERN,
+    MobileNetV2,
+    TransferClassifier,
+    architecture,
+    conv_padding,
+    fine_tune_pattern,
+    init_transfer_variables,
+    transfer_loss_fn,
+)
+from nnjax.nn.depthwise import depthwise_conv2d, depthwise_conv2d_xla
+from nnjax.train.freeze import count_params, partition, path_mask
+from nnjax.train.state import create_train_state
+from nnjax.train.step import make_train_step
+
+
+@pytest.mark.parametrize(
+    "shape,stride,padding",
+    [
+        ((2, 9, 8, 5), 1, ((1, 1), (1, 1))),
+        ((2, 9, 8, 5), 2, ((0, 1), (0, 1))),
+        ((2, 10, 11, 4), 2, ((1, 1), (1, 1))),
+        ((1, 7, 6, 3), 2, "VALID"),
+    ],
+)
+def test_depthwise_matches_grouped_convolution_and_its_gradients(shape, stride, padding):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 1, shape[-1])), jnp.float32)
+    ours = depthwise_conv2d(x, k, (stride, stride), padding)
+    ref = depthwise_conv2d_xla(x, k, (stride, stride), padding)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    g = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
+    grads = jax.grad(lambda a, b: (depthwise_conv2d(a, b, (stride, stride), padding) * g).sum(), (0, 1))(x, k)
+    ref_grads = jax.grad(
+        lambda a, b: (depthwise_conv2d_xla(a, b, (stride, stride), padding) * g).sum(), (0, 1)
+    )(x, k)
+    for a, b in zip(grads, ref_grads, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_backbone_size_and_head_size_match_the_thesis_summary():
+    model = MobileNetV2(alpha=1.0, include_top=False)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
+    assert count_params(shapes) == 2_257_984  # params + BatchNorm statistics, as Keras counts them
+    classifier = TransferClassifier()
+    shapes = jax.eval_shape(lambda: classifier.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
+    assert count_params(shapes["params"]["head"]) == 164_097
+
+
+def test_width_multiplier_and_origin_rounding():
+    stem, blocks, last = architecture(1.0)
+    assert (stem, len(blocks), last) == (32, 17, 1280)
+    assert [b.filters for b in blocks][::4] == [16, 32, 64, 96, 320]
+    stem, blocks, last = architecture(0.35, "keras")
+    assert stem == 16 and blocks[0].filters == 8 and last == 1280
+    assert architecture(1.4)[2] == 1792
+    # Keras truncates c * alpha before rounding, torchvision does not; it matters for the
+    # "no more than 10 % below" rule: 24 * 0.745 = 17.88 -> 16 is too small, 17 -> 16 is not.
+    assert architecture(0.745, "keras")[1][1].filters == 16
+    assert architecture(0.745, "torchvision")[1][1].filters == 24
+
+
+def test_padding_per_origin():
+    assert conv_padding("keras", 224, 3, 2) == (0, 1)  # ZeroPadding2D((0, 1)) + 'valid'
+    assert conv_padding("keras", 225, 3, 2) == (1, 1)
+    assert conv_padding("keras", 224, 3, 1) == (1, 1)
+    assert conv_padding("torchvision", 224, 3, 2) == (1, 1)
+
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A narrow torchvision-style classifier on 32 px images, with non-trivial BatchNorm statistics."""
+    model = TransferClassifier(alpha=0.35, origin="torchvision", hidden=16)
+    backbone = MobileNetV2(alpha=0.35, include_top=False, origin="torchvision")
+    shapes = jax.eval_shape(backbone.init, jax.random.key(1), jnp.zeros((1, SIZE, SIZE, 3)))
+    rng = np.random.default_rng(1)
+
+    def fill(path, leaf):  # random weights without compiling an init
+        name = path[-1].key
+        if name == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1])) if leaf.shape[2] > 1 else 9
+            return jnp.asarray(rng.normal(0, np.sqrt(2 / fan_in), leaf.shape), jnp.float32)
+        if name in ("scale", "var"):
+            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
+        return jnp.asarray(rng.normal(0, 0.1, leaf.shape), jnp.float32)
+
+    backbone_vars = jax.tree_util.tree_map_with_path(fill, dict(shapes))
+    return model, init_transfer_variables(model, backbone_vars, jax.random.key(3), SIZE)
+
+
+def test_start_and_stop_blocks_compose_to_the_full_forward(small):
+    model, variables = small
+    x = jax.random.normal(jax.random.key(4), (2, SIZE, SIZE, 3))
+    full = jax.jit(model.apply)(variables, x)
+    start = 14
+    acts = jax.jit(lambda v, x: model.apply(v, x, start, method="activations"))(variables, x)
+    assert acts.shape == (2, 1, 1, 56)  # the input of block 14 (160 * 0.35 -> 56 channels)
+    top = jax.jit(lambda v, a: model.apply(v, a, start_block=start))(variables, acts)
+    np.testing.assert_allclose(top, full, atol=1e-5)
+
+
+def test_fine_tune_pattern_selects_top_blocks_last_conv_and_head(small):
+    _, variables = small
+    mask = path_mask(variables["params"], fine_tune_pattern(2))
+    flat = jax.tree_util.tree_flatten_with_path(mask)[0]
+    chosen = {"/".join(str(k.key) for k in path[:2]) for path, m in flat if m}
+    assert chosen == {
+        "backbone/block_15",
+        "backbone/block_16",
+        "backbone/last",
+        "head/Dense_0",
+        "head/Dense_1",
+    }
+
+
+def _batch(n=4, size=SIZE, seed=5):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": jnp.asarray(rng.integers(0, 256, (n, size, size, 3)), jnp.uint8),
+        "label": jnp.asarray(rng.integers(0, 2, n), jnp.int32),
+        "mask": jnp.ones(n, jnp.float32),
+    }
+
+
+def _compiled(step, state, batch):
+    """The compiled step (run it directly: one compilation) and its XLA FLOP count."""
+    compiled = step.lower(state, batch).compile()
+    analysis = compiled.cost_analysis()
+    return compiled, float((analysis[0] if isinstance(analysis, list) else analysis)["flops"])
+
+
+START = 14  # tests that train run the top of the network on cached block-14 inputs (faster to compile)
+
+
+def _activations(model, variables, seed):
+    """A batch holding the (cached) input of block ``START`` and labels."""
+    batch = _batch(seed=seed)
+    preprocess = lambda x: x.astype(jnp.float32) / 127.5 - 1  # noqa: E731
+    acts = jax.jit(lambda v, x: model.apply(v, preprocess(x), START, method="activations"))(
+        variables, batch["image"]
+    )
+    return {**batch, "activations": acts}
+
+
+def test_partitioned_freezing_equals_masked_updates_with_less_compute_and_state(small):
+    """Frozen = ``backbone/.*`` (blocks 14-16 and the last conv here); the naive way
+    differentiates them and masks Adam's updates, the partition never differentiates them."""
+    model, variables = small
+    mask = path_mask(variables["params"], HEAD_PATTERN)
+    frozen = jax.tree_util.tree_map(lambda m: not m, mask)
+    loss = transfer_loss_fn(model, "activations", start_block=START)
+    batch = _activations(model, variables, 5)
+    copy = lambda: jax.tree_util.tree_map(jnp.array, variables)  # noqa: E731 (the step donates its state)
+
+    naive_tx = optax.chain(optax.adam(1e-2), optax.masked(optax.set_to_zero(), frozen))
+    v = copy()
+    naive_state = create_train_state(
+        v["params"], naive_tx, rng=jax.random.key(0), batch_stats=v["batch_stats"]
+    )
+    naive_step = make_train_step(loss, naive_tx)
+    tx = optax.adam(1e-2)
+    v = copy()
+    state = create_train_state(
+        v["params"], tx, rng=jax.random.key(0), batch_stats=v["batch_stats"], trainable=mask
+    )
+    step = make_train_step(loss, tx, trainable=mask)
+
+    naive_step, naive_flops = _compiled(naive_step, naive_state, batch)
+    step, part_flops = _compiled(step, state, batch)
+    assert part_flops < 0.6 * naive_flops  # no backward pass through the frozen blocks
+    assert count_params(state.opt_state) < 0.1 * count_params(naive_state.opt_state)
+
+    for _ in range(3):
+        naive_state, _ = naive_step(naive_state, batch)
+        state, metrics = step(state, batch)
+    # Same head: Adam moves each value by up to 3 * 1e-2 here; the two programs agree to 1e-4
+    # (float summation order differs, and Adam's g / sqrt(v) magnifies it where g is tiny).
+    for a, b in zip(
+        jax.tree_util.tree_leaves(naive_state.params["head"]),
+        jax.tree_util.tree_leaves(state.params["head"]),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    before = jax.tree_util.tree_leaves(variables["params"]["backbone"])
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(before, jax.tree_util.tree_leaves(state.params["backbone"]), strict=True)
+    )
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(variables["batch_stats"]),
+            jax.tree_util.tree_leaves(state.batch_stats),
+            strict=True,
+        )
+    )
+    head_before = jax.tree_util.tree_leaves(variables["params"]["head"])
+    moved = max(
+        float(np.abs(a - b).max())
+        for a, b in zip(head_before, jax.tree_util.tree_leaves(state.params["head"]), strict=True)
+    )
+    assert moved > 1e-2
+
+
+def test_cached_features_train_the_same_head_as_the_frozen_network(small):
+    model, variables = small
+    mask = path_mask(variables["params"], HEAD_PATTERN)
+    batch = _activations(model, variables, 6)
+    features = jax.jit(lambda v, a: model.apply(v, a, START, method="features"))(
+        variables, batch["activations"]
+    )
+    tx = optax.adam(1e-2)
+    results = []
+    for kind, data in (("activations", batch), ("features", {**batch, "features": features})):
+        v = jax.tree_util.tree_map(jnp.array, variables)
+        state = create_train_state(
+            v["params"], tx, rng=jax.random.key(0), batch_stats=v["batch_stats"], trainable=mask
+        )
+        step = make_train_step(transfer_loss_fn(model, kind, start_block=START), tx, trainable=mask)
+        for _ in range(3):
+            state, _ = step(state, data)
+        results.append(state.params["head"])
+    for a, b in zip(*map(jax.tree_util.tree_leaves, results), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_only_the_partition_has_optimizer_state(small):
+    _, variables = small
+    mask = path_mask(variables["params"], HEAD_PATTERN)
+    state = create_train_state(variables["params"], optax.adam(1e-3), rng=jax.random.key(0), trainable=mask)
+    head = count_params(partition(variables["params"], mask)[0])
+    assert count_params(state.opt_state) == 2 * head + 1  # Adam's m and v, and the step count
+
+
+def test_augmentation_runs_inside_the_loss_in_training_only(small):
+    from nnjax.data.augment import random_augment
+
+    model, variables = small
+    preprocess = lambda x: x.astype(jnp.float32) / 127.5 - 1  # noqa: E731
+    loss_fn = transfer_loss_fn(model, "images", preprocess=preprocess, augment=random_augment)
+    batch = _batch(seed=7)
+    run = jax.jit(
+        lambda rng, train: loss_fn(variables["params"], variables["batch_stats"], batch, rng, train)[0],
+        static_argnums=1,
+    )
+    plain = transfer_loss_fn(model, "images", preprocess=preprocess)
+    expected = jax.jit(lambda: plain(variables["params"], variables["batch_stats"], batch, None, False)[0])()
+    np.testing.assert_allclose(run(jax.random.key(0), False), expected, atol=1e-6)
+    a, b = run(jax.random.key(0), True), run(jax.random.key(1), True)
+    assert not np.allclose(a, expected) and not np.allclose(a, b)
+    np.testing.assert_array_equal(a, run(jax.random.key(0), True))
