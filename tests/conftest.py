@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import nnjax  # noqa: F401  (first, so its CPU XLA flag applies before any test imports JAX)
+
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "NNJAX_DATA_DIR" not in os.environ and _SHARED.is_dir():
     os.environ["NNJAX_DATA_DIR"] = str(_SHARED)

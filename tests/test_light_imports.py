@@ -22,3 +22,23 @@ def test_import_and_registry_stay_light():
     count, heavy = result.stdout.strip().split(" ", 1)
     assert int(count) >= 2
     assert heavy == "[]", f"heavy modules imported at start-up: {heavy}"
+
+
+def _flags_after_import(env_extra):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "NNJAX_XLA_DEFAULTS")}
+    env.update(env_extra)
+    code = "import os, nnjax; print(os.environ.get('XLA_FLAGS', ''))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=60).stdout.strip()
+
+
+def test_cpu_convolution_flag_is_added_unless_the_user_decides():
+    from nnjax._xla import CPU_CONV_FLAG
+
+    assert _flags_after_import({}) == CPU_CONV_FLAG
+    assert _flags_after_import({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=x"}) == (
+        "--xla_cpu_experimental_ynn_fusion_type=x"
+    )
+    assert _flags_after_import({"XLA_FLAGS": "--foo", "NNJAX_XLA_DEFAULTS": "0"}) == "--foo"
