@@ -25,8 +25,13 @@ def available() -> list[str]:
     return sorted(p.stem.removeprefix("bench_") for p in folder.glob("bench_*.py"))
 
 
-def run_benchmarks(only: list[str] | None = None, out: Path = Path("benchmarks/results"), quick: bool = False) -> Path:
-    """Run the benchmarks (``only`` some), then write ``out/README.md`` and ``out/all.json``."""
+def run_benchmarks(
+    only: list[str] | None = None, out: Path = Path("benchmarks/results"), quick: bool = False, run: bool = True
+) -> Path:
+    """Run the benchmarks (``only`` some), then write ``out/README.md`` and ``out/all.json``.
+
+    With ``run=False`` only the tables already in ``out`` are merged.
+    """
     names = available()
     chosen = only or names
     unknown = [n for n in chosen if n not in names]
@@ -35,22 +40,14 @@ def run_benchmarks(only: list[str] | None = None, out: Path = Path("benchmarks/r
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     failures = []
-    for name in chosen:
+    for name in chosen if run else []:
         print(f"== benchmark {name}", flush=True)
         command = [sys.executable, "-m", f"benchmarks.bench_{name}", "--out", str(out)] + (["--quick"] if quick else [])
         result = subprocess.run(command, cwd=REPO, env=os.environ.copy())
         if result.returncode != 0:
             failures.append(name)
-    tables = sorted(out.glob("*.json"))
-    merged, sections = [], []
-    for path in tables:
-        if path.name == "all.json":
-            continue
-        data = json.loads(path.read_text())
-        merged.append(data)
-        md = path.with_suffix(".md")
-        if md.is_file():
-            sections.append(md.read_text())
+    merged = [json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.name != "all.json"]
+    sections = [p.read_text() for p in sorted(out.glob("*.md")) if p.name != "README.md"]
     (out / "all.json").write_text(json.dumps(merged, indent=2) + "\n")
     header = "# nnjax benchmarks\n\nProduced by `nnjax bench`; each section names its command, machine and versions.\n"
     (out / "README.md").write_text(header + "\n" + "\n".join(sections))

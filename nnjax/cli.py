@@ -178,7 +178,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from nnjax.bench import run_benchmarks
 
-    table = run_benchmarks(only=args.only, out=Path(args.out), quick=args.quick)
+    table = run_benchmarks(only=args.only, out=Path(args.out), quick=args.quick, run=not args.merge_only)
     print(f"wrote {table}")
     return 0
 
@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (e.g. mlp mnist)")
     p.add_argument("--out", default="benchmarks/results", help="folder for the tables")
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    p.add_argument("--merge-only", action="store_true", help="only merge the tables already in --out")
     p.set_defaults(func=_cmd_bench)
     return parser
 
