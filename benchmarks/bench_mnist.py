@@ -34,39 +34,49 @@ BATCH = 128
 INFER_BATCH = 1000
 
 NOTES = """\
-NOTES — where the time goes and what was tried (ThesisCNN train step, batch 128, XLA:CPU):
+NOTES — where the time goes and what was tried (ThesisCNN train step, batch 128, XLA:CPU,
+2-core AMD EPYC VM shared with other users; numbers are medians of interleaved runs):
 
-1. Profile (jax.profiler trace of the jitted step, per-op time summed over threads): with
-   the default flags XLA runs each convolution through YNNPACK (`ynn_fusion`), and the
-   backward pass dominates: the weight gradient of a convolution is itself a convolution
-   that contracts over the batch, so XLA transposes the layer's input to `[Cin, H, W, N]`
-   and the output gradient to `[H, W, N, Cout]`. Those `transpose_copy_fusion`s recompute the
-   BatchNorm + ReLU that produced the input inside the transpose, and XLA:CPU's loop emitter
-   runs that 3-8x slower than a plain transpose (measured in isolation: plain transpose of
-   `[128, 28, 28, 32]` 2.6 ms CPU, the same with a fused ReLU 8.5 ms).
-2. `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` (convolutions
-   on Eigen instead of YNNPACK): the single largest gain (see the rows with and without it).
-3. `lax.optimization_barrier` on the saved input, to stop the recompute from fusing into
-   the transpose: no effect — XLA:CPU removes the barrier before fusion.
+1. Profile (`jax.profiler.trace` of the jitted step, per-op times): the backward pass
+   dominates. JAX's weight gradient of a convolution is a convolution contracting over the
+   batch, so XLA transposes the layer input to `[Cin, H, W, N]` and fuses the BatchNorm +
+   ReLU that produced it into that transpose; XLA:CPU's loop emitter runs such a fused
+   transpose 3-8x slower than a plain one (plain `[128, 28, 28, 32]` transpose 2.6 ms CPU,
+   with a fused ReLU 8.5 ms; in the step two of them took ~26 ms of ~100 ms CPU). The
+   32 -> 1 convolution (a matrix-vector product for Eigen) took 5-9 ms forward and 5-7 ms
+   for its weight gradient; the 1 -> 32 one contracts over only 9 values.
+2. `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` (Eigen
+   instead of YNNPACK for convolutions): faster for both implementations (rows with and
+   without it). Without it, plain `lax` also loses accuracy here: its conv2 kernel gradient
+   differs from a float64 reference by 1.9e-3 (relative), against 4.5e-6 for
+   `conv_impl="fast"` and 1.1e-6 for both with the flag.
+3. `lax.optimization_barrier` on the saved input, to keep the recompute out of the
+   transpose: no effect (XLA:CPU expands the barrier away before fusion).
 4. im2col (9 shifted slices concatenated, one matrix product) and nine shifted matrix
-   products, forward and weight gradient: 5-10x slower — XLA materialises the 9x larger
-   patch matrix (115 MB per step) and its long-contraction (K = 100,352) products are slow.
-5. Materialising the layer input through an exact identity matrix product (so that the
-   transpose reads a buffer instead of recomputing): transposes drop to ~2 ms, but the extra
-   product costs about what it saves (kept out).
-6. Kept (`conv_impl="fast"`, a `custom_vjp` in `nnjax/nn/conv.py`, equal to
-   `lax.conv_general_dilated` in value and both gradients to float32 rounding, tested):
-   - convolutions with few output channels (32 -> 1) run forward as one matrix product
-     `[N*H*W, 32] x [32, 9]` plus a sum of 9 shifted planes (Eigen's Cout = 1 convolution
-     is a matrix-vector product: 1.6 ms instead of 5-9 ms), with the adjoint for the input
-     gradient;
-   - their weight gradient is a convolution whose left side is the (tiny) output gradient
-     `[1, H, W, N]` and whose kernel is the input `[H, W, N, 32]` (a cheap partial
-     transpose): 2.1 ms CPU instead of 7.6 ms;
-   - everything else stays `lax.conv_general_dilated`.
-7. torch eager on an oversubscribed machine suffers more than XLA (its OpenMP threads wait
-   on each other), so the 1-thread rows (`threads = 1`, pinned to one core) are the steadier
-   comparison; see the load average in each row.
+   products with the flat-index trick, forward and weight gradient: 5-10x slower (XLA
+   materialises the 9x patch matrix, 115 MB per step, and its long-contraction products
+   with K = 100,352 are slow). A `lax.scan` over chunks of 4-16 images with in-cache im2col:
+   1.3-2.4x slower than the lax weight gradient.
+5. Materialising the conv input through an exact identity matrix product: transposes
+   drop to ~2 ms but the product costs as much (dropped). Through `x / (1 + 0*x)` (exact
+   for finite x; XLA does not duplicate a division into consumers): kept, ~5 % of the step.
+6. The weight gradient of the 32 -> 1 conv as a convolution with the transposed output
+   gradient as its left side (`[1, H, W, N]`, tiny) and the input as kernel `[H, W, N, 32]`:
+   7.6 -> 2.1 ms in isolation; replaced by two matrix products over N*H*W rows (below),
+   equally fast and without transposes.
+7. Kept in `conv_impl="fast"` (a `custom_vjp` in `nnjax/nn/conv.py`; forward and both
+   gradients equal `lax.conv_general_dilated` to float32 rounding, tested):
+   - Cout <= 4 (the 32 -> 1 conv): forward `z = x @ W[32, 9]` + sum of 9 shifted planes;
+     backward `dz` = shifted planes of g, `dx = dz @ W^T`, `dW = dz^T x`;
+   - kh*kw*Cin <= 27 (the 1 -> 32 conv on the image): forward as 9 shifted multiply-adds
+     in one loop (im2col + one product was no faster than Eigen; the multiply-adds save
+     ~10 % of the step);
+   - the input saved through the division trick of 5; everything else is `lax`.
+   Ablation on one pinned core, same process: fast 97 ms, without the narrow-input path
+   107, without the division trick 102, plain `lax` 128.
+8. PyTorch eager on an oversubscribed machine suffers more than XLA (its OpenMP threads
+   wait on each other), so compare rows measured at a low load average (`load_avg`); the
+   1-thread rows (pinned to one core) are the steadiest.
 """
 
 

@@ -262,7 +262,6 @@ def run(config: Config, ctx: RunContext) -> dict:
         "train_examples": len(x_train),
         "test_examples": len(x_test),
         "step_ms": float(np.median(step_ms)) if step_ms else None,
-        "compile_s": history[0].get("compile_s") if history else None,
     }
 
 

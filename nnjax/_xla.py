@@ -8,6 +8,7 @@ faster on a 2-core CPU (see benchmarks/). The flag is added only when
 * JAX has not been imported yet (XLA reads its flags once),
 * the user's ``XLA_FLAGS`` does not set it already,
 * no accelerator plugin (CUDA, ROCm, TPU) is installed, so this is a CPU-only jaxlib,
+* the installed jaxlib is a release this flag was checked on (XLA aborts on an unknown flag),
 * ``NNJAX_XLA_DEFAULTS`` is not ``0`` (the opt-out).
 """
 
@@ -19,6 +20,14 @@ from importlib import metadata
 
 CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 _ACCELERATOR_PREFIXES = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu")
+_CHECKED_JAXLIB = ("0.10.",)
+
+
+def _jaxlib_checked() -> bool:
+    try:
+        return metadata.version("jaxlib").startswith(_CHECKED_JAXLIB)
+    except metadata.PackageNotFoundError:
+        return False
 
 
 def _accelerator_plugin_installed() -> bool:
@@ -34,7 +43,7 @@ def configure_cpu_flags() -> bool:
     if os.environ.get("NNJAX_XLA_DEFAULTS", "1") == "0" or "jax" in sys.modules:
         return False
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" in flags or _accelerator_plugin_installed():
+    if "xla_cpu_experimental_ynn_fusion_type" in flags or not _jaxlib_checked() or _accelerator_plugin_installed():
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {CPU_CONV_FLAG}".strip()
     return True

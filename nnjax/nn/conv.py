@@ -9,20 +9,17 @@ both gradients against ``lax``):
 * ``"fast"``: a ``custom_vjp`` that avoids XLA:CPU's slow paths (measured in
   ``benchmarks/bench_mnist.py``):
 
-  - the weight gradient of a convolution with few output channels (the thesis's 32 -> 1)
-    is a convolution whose *left-hand side* is the output gradient ``g`` (``[Cout, H, W,
-    N]``, a cheap transpose when ``Cout`` is small) and whose kernel is the input ``[H, W,
-    N, Cin]``; JAX's own rule instead transposes the input to ``[Cin, H, W, N]``, a copy
-    that XLA fuses with the recomputation of the BatchNorm / ReLU that produced it, which
-    XLA:CPU's loop emitter runs several times slower than a plain transpose;
-  - a convolution with few output channels runs forward as one matrix product with
-    ``kh * kw`` outputs per pixel, ``z = x @ W`` (``[N, H, W, kh*kw]``), and a sum of the
-    ``kh * kw`` shifted planes of ``z``; its input gradient is the adjoint: shifted planes
-    of ``g``, then one matrix product (Eigen's convolution with ``Cout = 1`` is a
-    matrix-vector product and 3-6x slower);
+  - a convolution with few output channels (the thesis's 32 -> 1) runs forward as one
+    matrix product with ``kh * kw`` outputs per pixel, ``z = x @ W`` (``[N, H, W, kh*kw]``),
+    and a sum of the ``kh * kw`` shifted planes of ``z`` (Eigen's convolution with
+    ``Cout = 1`` is a matrix-vector product and 3-6x slower). Its gradients start from the
+    adjoint of that sum, ``dz`` (shifted planes of ``g``): ``dx = dz @ W^T`` and
+    ``dW = dz^T x``, two matrix products over the ``N*H*W`` rows. JAX's own weight gradient
+    is a convolution contracting over the batch, for which XLA transposes ``x`` to
+    ``[Cin, H, W, N]``;
   - a convolution of a narrow input (a grayscale image: ``kh*kw*Cin = 9``) runs forward as
-    im2col (a 9-channel image, cheap at this width) and one matrix product; Eigen's
-    convolution contracts over only 9 values per output there (7.6 ms -> about 2 ms);
+    ``kh*kw*Cin`` shifted multiply-adds in one element-wise loop (Eigen's convolution
+    contracts over only 9 values per output there);
   - the saved input passes through :func:`materialize` (an exact identity XLA will not
     recompute), so the transposes of the weight gradient read a buffer;
   - everything else (forward and input gradient of wide convolutions, the weight gradient
@@ -42,11 +39,11 @@ from jax import lax
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 IMPLS = ("xla", "fast", "auto")
-#: a convolution with at most this many output channels uses the matrix-product forward /
-#: input gradient and the transposed-``g`` weight gradient in ``impl="fast"``.
+#: a convolution with at most this many output channels uses the matrix-product forward and
+#: gradients in ``impl="fast"``.
 NARROW_OUTPUT = 4
 #: a convolution with at most this many input taps (kh * kw * Cin, 9 for a 3x3 kernel on a
-#: grayscale image) runs forward as im2col + one matrix product in ``impl="fast"``.
+#: grayscale image) runs forward as shifted multiply-adds in ``impl="fast"``.
 NARROW_INPUT_TAPS = 27
 
 
@@ -80,17 +77,19 @@ def _narrow_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _shift_sum(z, kh, kw, cout)
 
 
-def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
-    """im2col: ``x [N, H, W, C]`` -> ``[N, H, W, kh*kw*C]`` ('SAME' zero padding), taps in (i, j, c) order."""
-    _, height, width, _ = x.shape
-    ph, pw = kh // 2, kw // 2
-    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    return jnp.concatenate([xp[:, i : i + height, j : j + width, :] for i in range(kh) for j in range(kw)], axis=-1)
-
-
 def _narrow_input_forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    kh, kw, cin, cout = kernel.shape
-    return lax.dot_general(_patches(x, kh, kw), kernel.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())))
+    """``sum_{i, j, c} shift_{i, j}(x[..., c]) * kernel[i, j, c, :]``: one element-wise loop of
+    ``kh*kw*Cin`` multiply-adds per output, for inputs with very few channels."""
+    kh, kw, cin, _ = kernel.shape
+    height, width = x.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    total = None
+    for i in range(kh):
+        for j in range(kw):
+            for c in range(cin):
+                part = xp[:, i : i + height, j : j + width, c : c + 1] * kernel[i, j, c]
+                total = part if total is None else total + part
+    return total
 
 
 def _narrow_grads(x: jax.Array, g: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -104,21 +103,6 @@ def _narrow_grads(x: jax.Array, g: jax.Array, kernel: jax.Array) -> tuple[jax.Ar
     dx = lax.dot_general(dz, flat, (((3,), (1,)), ((), ())))
     dflat = lax.dot_general(dz.reshape(-1, shape[-1]), x.reshape(-1, cin), (((0,), (0,)), ((), ())))  # [(i,j,o), c]
     return dx, dflat.reshape(kh, kw, cout, cin).transpose(0, 1, 3, 2)
-
-
-def _weight_grad_via_g(x: jax.Array, g: jax.Array, kh: int, kw: int) -> jax.Array:
-    """``dW[i, j, c, o] = sum_{n, h, w} x[n, h + i - ph, w + j - pw, c] g[n, h, w, o]``.
-
-    As a convolution with ``g`` transposed to ``[Cout, H, W, N]`` (batch = Cout, features =
-    N) over the kernel ``x`` as ``[H, W, N, Cin]``; the output ``[Cout, kh, kw, Cin]`` comes
-    out flipped in space.
-    """
-    ph, pw = kh // 2, kw // 2
-    lhs = g.transpose(3, 1, 2, 0)
-    rhs = x.transpose(1, 2, 0, 3)
-    out = lax.conv_general_dilated(lhs, rhs, (1, 1), ((kh - 1 - ph, ph), (kw - 1 - pw, pw)),
-                                   dimension_numbers=DIMENSION_NUMBERS)
-    return out[:, ::-1, ::-1, :].transpose(1, 2, 3, 0)
 
 
 def _weight_grad_xla(x: jax.Array, g: jax.Array, kernel: jax.Array) -> jax.Array:
