@@ -68,6 +68,9 @@ class Config:
         metadata={"help": "'idx': the four IDX files in $NNJAX_DATA_DIR/mnist; 'tfds': tensorflow-datasets"},
     )
     log_every: int = dataclasses.field(default=10, metadata={"help": "steps per point of the loss / K curves"})
+    dtype: Literal["float32", "bfloat16"] = dataclasses.field(
+        default="float32", metadata={"help": "compute dtype; parameters and Adam's state stay float32"}
+    )
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -191,6 +194,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     from nnjax.train.checkpoint import Checkpointer, save_model
     from nnjax.train.fit import fit
     from nnjax.train.freeze import count_params
+    from nnjax.train.precision import with_compute_dtype
     from nnjax.train.state import create_train_state
     from nnjax.train.step import evaluate, make_eval_step, make_train_step
 
@@ -213,7 +217,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     tx = adam(make_schedule(config, total_steps, len(train_loader)), track_effective_step=True)
     state = create_train_state(variables["params"], tx, rng=state_rng, batch_stats=variables["batch_stats"])
     augment = config.augment and config.model == "strong"
-    loss_fn = make_loss_fn(model, config.recipe, augment)
+    loss_fn = with_compute_dtype(make_loss_fn(model, config.recipe, augment), config.dtype)
     base_step = make_train_step(loss_fn, tx)
 
     @functools.partial(jax.jit, donate_argnums=(0,))
