@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.harness import BenchTable, bench_args, measure, threaded
+from benchmarks.harness import BenchTable, bench_args, measure, threaded, torch_train_step
 
 WIDTHS = (256, 256, 10)
 N_IN = 784
@@ -52,18 +52,7 @@ def torch_step(params_np: dict, x: np.ndarray, y: np.ndarray):
             linear.bias.copy_(torch.from_numpy(params_np[f"dense_{i}"]["bias"]))
         layers += [linear, torch.nn.ReLU()] if i < len(WIDTHS) - 1 else [linear]
     model = torch.nn.Sequential(*layers)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xt), yt)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step
+    return torch_train_step(model, torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)))
 
 
 def main(argv: list[str] | None = None) -> None:

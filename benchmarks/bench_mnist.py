@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import BenchTable, bench_args, threaded
+from benchmarks.harness import BenchTable, bench_args, threaded, torch_train_step
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 BATCH = 128
@@ -134,19 +134,8 @@ def _torch_model(params: dict):
 def _torch_train_step(model, x: np.ndarray, y: np.ndarray):
     import torch
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    yt = torch.from_numpy(y.astype(np.int64))
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xt), yt)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step
+    return torch_train_step(model, torch.from_numpy(x.transpose(0, 3, 1, 2).copy()),
+                            torch.from_numpy(y.astype(np.int64)))
 
 
 def _nnjax_train_step(impl: str, variables: dict, x: np.ndarray, y: np.ndarray):

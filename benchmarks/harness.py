@@ -156,3 +156,24 @@ def bench_args(argv: list[str] | None = None, description: str = "") -> Any:
     parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for the Markdown + JSON table")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     return parser.parse_args(argv)
+
+
+def torch_train_step(model: Any, inputs: Any, labels: Any, lr: float = 1e-3) -> Callable[[], Any]:
+    """The PyTorch peer of a classification train step: Adam(lr) on cross-entropy, eager.
+
+    ``inputs`` and ``labels`` are tensors already in the model's layout (labels int64).
+    Returns a no-argument callable running one step and returning the loss.
+    """
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step() -> Any:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
