@@ -73,10 +73,10 @@ def fit(
     bar = _progress_bar(epochs * steps_per_epoch, min(done, epochs * steps_per_epoch), desc, progress)
     compile_s = None
 
-    def flush(epoch: int) -> dict[str, float]:
-        """Move pending device metrics to the host, check them, log their mean."""
+    def flush(epoch: int, totals: dict[str, float]) -> None:
+        """Move pending device metrics to the host, check them, log their mean, add them to ``totals``."""
         if not pending:
-            return {}
+            return
         host = jax.device_get([m for _, m in pending])
         for (step_no, _), values in zip(pending, host, strict=True):
             loss = float(values["loss"])
@@ -85,7 +85,11 @@ def fit(
                     f"The loss became {loss} at step {step_no} (epoch {epoch + 1}); lower the learning rate "
                     "or check the inputs — the last good checkpoint, if any, is kept."
                 )
-        means = {k: sum(float(v[k]) for v in host) / len(host) for k in host[0]}
+        block_sums = {k: sum(float(v[k]) for v in host) for k in host[0]}
+        for k, v in block_sums.items():
+            totals[k] = totals.get(k, 0.0) + v
+        totals["_count"] = totals.get("_count", 0.0) + len(host)
+        means = {k: v / len(host) for k, v in block_sums.items()}
         last_step = pending[-1][0]
         pending.clear()
         if metrics is not None:
@@ -93,12 +97,10 @@ def fit(
         bar.set_postfix(loss=f"{means['loss']:.4f}")
         if on_step is not None:
             on_step(state, means)
-        return means
 
     try:
         for epoch in range(start_epoch, epochs):
-            sums: dict[str, float] = {}
-            count = 0
+            totals: dict[str, float] = {}
             timed_steps, timed_since = 0, None
             first = epoch == start_epoch
             for batch in loader.epoch(epoch, start=offset if first else 0):
@@ -118,24 +120,16 @@ def fit(
                 host_step += 1  # counted on the host: reading state.step would wait for the device
                 pending.append((host_step, step_metrics))
                 bar.update(1)
-                step_no = pending[-1][0]
-                due = checkpointer is not None and checkpointer.due(step_no)
+                due = checkpointer is not None and checkpointer.due(host_step)
                 if len(pending) >= log_every or due:
-                    block = len(pending)
-                    means = flush(epoch)
-                    for k, v in means.items():
-                        sums[k] = sums.get(k, 0.0) + v * block
-                    count += block
+                    flush(epoch, totals)
                 if due:
                     checkpointer.save(state)
-            block = len(pending)
-            means = flush(epoch)
-            for k, v in means.items():
-                sums[k] = sums.get(k, 0.0) + v * block
-            count += block
+            flush(epoch, totals)
             jax.block_until_ready(state.params)
+            count = max(totals.pop("_count", 0.0), 1.0)
             record: dict[str, float] = {"epoch": epoch + 1, "step": host_step}
-            record.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
+            record.update({f"train_{k}": v / count for k, v in totals.items()})
             if timed_since is not None and timed_steps > 0:
                 record["step_ms"] = 1000 * (time.perf_counter() - timed_since) / (timed_steps + 1)
             if compile_s is not None:
