@@ -225,6 +225,11 @@ def run(config: Config, ctx: RunContext) -> dict:
         train_labels = np.concatenate([train.labels, train.labels])
     inputs = {"train": train_images, "val": val.images}
 
+    def image_inputs():
+        """Loss and arrays for training on raw photos (no cached backbone outputs)."""
+        loss = transfer_loss_fn(model, "images", preprocess=preprocess, augment=augment)
+        return loss, {"image": train.images, "label": train.labels}, {"image": val.images, "label": val.labels}
+
     # The frozen part runs once per image: up to the first block that fine-tuning will
     # train (its input is cached), and from there to the pooled features.
     if cached:
@@ -249,9 +254,7 @@ def run(config: Config, ctx: RunContext) -> dict:
         train_arrays = {"features": feats["train"], "label": train_labels}
         val_arrays = {"features": feats["val"], "label": val.labels}
     else:
-        loss_fn = transfer_loss_fn(model, "images", preprocess=preprocess, augment=augment)
-        train_arrays = {"image": train.images, "label": train.labels}
-        val_arrays = {"image": val.images, "label": val.labels}
+        loss_fn, train_arrays, val_arrays = image_inputs()
 
     # Stage 1: the head on the frozen backbone.
     state, history = _train_stage(
@@ -287,9 +290,7 @@ def run(config: Config, ctx: RunContext) -> dict:
             ft_train = {"activations": acts["train"], "label": train_labels}
             ft_val = {"activations": acts["val"], "label": val.labels}
         else:
-            ft_loss = transfer_loss_fn(model, "images", preprocess=preprocess, augment=augment)
-            ft_train = {"image": train.images, "label": train.labels}
-            ft_val = {"image": val.images, "label": val.labels}
+            ft_loss, ft_train, ft_val = image_inputs()
         state, ft_history = _train_stage(
             ft_variables,
             model,
