@@ -114,6 +114,7 @@ def make_loss_fn(model, recipe: str, augment: bool):
             new_stats = updates["batch_stats"]
         else:
             logits, new_stats = model.apply(variables, images, train=False), {}
+        logits = logits.astype(jnp.float32)  # the loss in float32 also under --dtype bfloat16
         cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         if recipe == "thesis":
             onehot = jax.nn.one_hot(labels, logits.shape[-1])
@@ -147,19 +148,27 @@ def load_data(config: Config, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return x_train, y_train, x_test, y_test
 
 
-def _predict_fn(model):
+def _predict_fn(model, dtype: str):
+    from nnjax.train.precision import cast_floats, parse_dtype
+
+    compute = parse_dtype(dtype)
+
     @jax.jit
     def predict(variables, images):
-        return jax.nn.softmax(model.apply(variables, images, train=False))
+        params = cast_floats(variables["params"], compute)  # BatchNorm statistics stay float32
+        logits = model.apply({**variables, "params": params}, images.astype(compute), train=False)
+        return jax.nn.softmax(logits.astype(jnp.float32))
 
     return predict
 
 
-def predict_probabilities(model, variables: dict, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Class probabilities ``[N, 10]`` of uint8 digits ``[N, 28, 28]`` (fixed-size, padded batches)."""
+def predict_probabilities(model, variables: dict, images: np.ndarray, batch_size: int = 500,
+                          dtype: str = "float32") -> np.ndarray:
+    """Class probabilities ``[N, 10]`` of uint8 digits ``[N, 28, 28]`` (fixed-size, padded batches),
+    computed in ``dtype`` (the training's ``--dtype``)."""
     from nnjax.data.mnist import to_model_input
 
-    predict = _predict_fn(model)
+    predict = _predict_fn(model, dtype)
     inputs = to_model_input(images)
     count = len(inputs)
     size = min(batch_size, count)
@@ -238,12 +247,13 @@ def run(config: Config, ctx: RunContext) -> dict:
     checkpointer.close()
     final_vars = {"params": state.params, "batch_stats": state.batch_stats}
     meta = {"model": MODEL_NAME, "architecture": config.model, "recipe": config.recipe, "epochs": epochs,
+            "dtype": config.dtype,
             "input": "float32 [B, 28, 28, 1], pixels / 255, white ink on black"}
     final = history[-1] if history else eval_fn(state)
     meta["test_accuracy"] = final.get("test_accuracy")
     save_model(ctx.out / "checkpoint", final_vars, meta)
 
-    probabilities = predict_probabilities(model, final_vars, x_test)
+    probabilities = predict_probabilities(model, final_vars, x_test, dtype=config.dtype)
     predictions = probabilities.argmax(-1)
     _figures(ctx, config, state.params, x_test, y_test, predictions)
 
@@ -336,7 +346,7 @@ def evaluate_checkpoint(checkpoint_dir: Path) -> dict:
 
     model, variables, meta = _load(Path(checkpoint_dir))
     images, labels = load_mnist("test")
-    probabilities = predict_probabilities(model, variables, images)
+    probabilities = predict_probabilities(model, variables, images, dtype=meta.get("dtype", "float32"))
     picked = probabilities[np.arange(len(labels)), labels]
     return {
         "test_accuracy": float(np.mean(probabilities.argmax(-1) == labels)),
@@ -352,8 +362,8 @@ def predict_images(checkpoint_dir: Path, inputs: list[str]) -> list[dict]:
     from nnjax.data.mnist import load_digit_image
 
     images = np.stack([load_digit_image(path) for path in inputs])
-    model, variables, _ = _load(Path(checkpoint_dir))
-    probabilities = predict_probabilities(model, variables, images)
+    model, variables, meta = _load(Path(checkpoint_dir))
+    probabilities = predict_probabilities(model, variables, images, dtype=meta.get("dtype", "float32"))
     results = []
     for path, probs in zip(inputs, probabilities, strict=False):
         order = np.argsort(probs)[::-1][:3]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -67,6 +67,8 @@ class Config:
     max_length: int = dataclasses.field(default=0, metadata={"help": "truncation in tokens (0: the model's maximum)"})
     token_budget: int = dataclasses.field(default=8192, metadata={"help": "tokens per inference batch"})
     limit: int = dataclasses.field(default=0, metadata={"help": "use a stratified subset of N messages (0: all)"})
+    dtype: Literal["float32", "bfloat16"] = dataclasses.field(default="float32", metadata={
+        "help": "compute dtype of the encoder and the head; parameters and Adam's state stay float32"})
 
     def __post_init__(self) -> None:
         from nnjax.models.bert import HEAD_TYPES, POOLINGS, TRAIN_MODES
@@ -110,8 +112,16 @@ def _loss_fn(model: Any, kind: str, start: int = 0):
     return loss_fn
 
 
-def _logits(model, params, batch, kind: str, start: int, train: bool, rng=None):
-    variables = {"params": params}
+def _logits(model, params, batch, kind: str, start: int, train: bool, rng=None, dtype=None):
+    """float32 logits ``[B, 2]``, computed in ``dtype`` (None: the dtype of ``params``)."""
+    from nnjax.train.precision import cast_floats
+
+    if dtype is not None:
+        params, batch = cast_floats(params, dtype), cast_floats(batch, dtype)  # token ids and masks stay ints
+    return _raw_logits(model, {"params": params}, batch, kind, start, train, rng).astype("float32")
+
+
+def _raw_logits(model, variables, batch, kind: str, start: int, train: bool, rng):
     rngs = {"dropout": rng} if train else None
     if kind == "features":
         return model.apply(variables, batch["features"], train=train, rngs=rngs, method="classify")
@@ -150,18 +160,20 @@ def _hidden_buckets(buckets, outputs):
             for b, out in zip(buckets, outputs, strict=True)]
 
 
-def _train(params, model, mask, loader, eval_fn, kind, start, epochs, lr, ctx, stage, seed):
-    """The shared fit loop over one partition (``mask``) with Adam; returns ``(state, history)``."""
+def _train(params, model, mask, loader, eval_fn, kind, start, epochs, lr, ctx, stage, seed, dtype):
+    """The shared fit loop over one partition (``mask``) with Adam, computing in ``dtype`` (float32 master
+    parameters); returns ``(state, history)``."""
     import jax
     import optax
 
     from nnjax.train.fit import fit
+    from nnjax.train.precision import with_compute_dtype
     from nnjax.train.state import create_train_state
     from nnjax.train.step import make_train_step
 
     tx = optax.adam(lr)
     state = create_train_state(params, tx, rng=jax.random.key(seed), trainable=mask)
-    step = make_train_step(_loss_fn(model, kind, start), tx, trainable=mask)
+    step = make_train_step(with_compute_dtype(_loss_fn(model, kind, start), dtype), tx, trainable=mask)
     return fit(state, step, loader, epochs=epochs, eval_fn=eval_fn, metrics=_Tagged(ctx.metrics, stage),
                progress=ctx.progress, desc=stage, log_every=100)
 
@@ -184,14 +196,15 @@ def _scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             "accuracy": float((logits.argmax(-1) == labels).mean())}
 
 
-def _bucket_logits(model, kind: str, start: int, token_budget: int):
-    """``fn(params, buckets, total) -> logits [total, C]`` in inference mode, one compile per bucket shape."""
+def _bucket_logits(model, kind: str, start: int, token_budget: int, dtype):
+    """``fn(params, buckets, total) -> logits [total, C]`` in inference mode computed in ``dtype``, one compile
+    per bucket shape."""
     import jax
 
     from nnjax.data.text import apply_buckets, unbucket
 
     keys = ("hidden", "attention_mask") if kind == "hidden" else ("input_ids", "attention_mask")
-    forward = jax.jit(lambda p, b: _logits(model, p, b, kind, start, False))
+    forward = jax.jit(lambda p, b: _logits(model, p, b, kind, start, False, dtype=dtype))
 
     def fn(params, buckets, total):
         outputs = apply_buckets(lambda b: forward(params, b), buckets, token_budget=token_budget, keys=keys)
@@ -222,6 +235,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     from nnjax.models.hf_checkpoint import default_pooling, load_pretrained, read_config, resolve_source
     from nnjax.train.freeze import param_summary, path_mask
     from nnjax.train.metrics import binary_report, confusion_matrix
+    from nnjax.train.precision import cast_floats, parse_dtype
 
     times = _timer()
     data = load_sms_spam()
@@ -240,24 +254,27 @@ def run(config: Config, ctx: RunContext) -> dict:
     everything = make_buckets(ids, bucket_bounds(max_length), pad_id=enc.pad_token_id, extras={"label": data.labels})
     _lap(times, "tokenize_seconds")
 
-    # The frozen lower part runs once, in inference mode, over all messages (one compile per bucket).
+    # The frozen lower part runs once, in inference mode, over all messages (one compile per bucket),
+    # in the compute dtype; the pooled vectors are kept as float32 (bfloat16 values, exactly).
+    dtype = parse_dtype(config.dtype)
+    compute_params = cast_floats(params, dtype)
     frozen = frozen_prefix_layers(config.train, enc.num_layers, config.top_k)
     stop = enc.num_layers if frozen is None else frozen
     budget = config.token_budget
     if stop == enc.num_layers:
         pooled_fn = jax.jit(lambda p, b: model.apply({"params": p}, b["input_ids"], b["attention_mask"],
                                                      method="pooled"))
-        pooled = apply_buckets(lambda b: pooled_fn(params, b), everything, token_budget=budget)
+        pooled = apply_buckets(lambda b: pooled_fn(compute_params, b), everything, token_budget=budget)
     else:
         hidden_fn = jax.jit(lambda p, b: model.apply({"params": p}, b["input_ids"], b["attention_mask"],
                                                      stop=stop, method="hidden"))
         top_fn = jax.jit(lambda p, b: model.apply({"params": p}, b["hidden"], b["attention_mask"], start=stop,
                                                   method="pooled_from_hidden"))
         everything_hidden = _hidden_buckets(
-            everything, apply_buckets(lambda b: hidden_fn(params, b), everything, token_budget=budget))
-        pooled = apply_buckets(lambda b: top_fn(params, b), everything_hidden, token_budget=budget,
+            everything, apply_buckets(lambda b: hidden_fn(compute_params, b), everything, token_budget=budget))
+        pooled = apply_buckets(lambda b: top_fn(compute_params, b), everything_hidden, token_budget=budget,
                                keys=("hidden", "attention_mask"))
-    all_features = unbucket(pooled, everything, len(data))
+    all_features = np.asarray(unbucket(pooled, everything, len(data)), np.float32)
     features = {name: all_features[index] for name, index in splits.items()}
     labels = {name: data.labels[index] for name, index in splits.items()}
     _lap(times, "encode_seconds")
@@ -267,14 +284,14 @@ def run(config: Config, ctx: RunContext) -> dict:
     mask = path_mask(params, head_pattern)
     loader = ArrayLoader({"features": features["train"], "label": labels["train"]}, config.batch_size,
                          shuffle=True, seed=ctx.seed)
-    classify = jax.jit(lambda p, f: model.apply({"params": p}, f, method="classify"))
+    classify = jax.jit(lambda p, f: _logits(model, p, {"features": f}, "features", 0, False, dtype=dtype))
 
     def eval_head(state):
         return _scores(np.asarray(classify(state.params, features["val"])), labels["val"])
 
     lr = config.learning_rate or (CLASSIFIER_LR if config.train == "classifier" else HEAD_LR)
     state, history = _train(params, model, mask, loader, eval_head, "features", 0, config.epochs, lr, ctx, "head",
-                            ctx.seed)
+                            ctx.seed, dtype)
 
     def test_logits(params):
         return np.asarray(classify(params, features["test"]))
@@ -289,7 +306,7 @@ def run(config: Config, ctx: RunContext) -> dict:
         coarse = rebucket(cached, bucket_bounds(longest, TRAIN_LADDER))
         parts = {name: subset_buckets(coarse, index) for name, index in splits.items()}
         loader = BucketLoader(parts["train"], config.batch_size, shuffle=True, seed=ctx.seed + 1)
-        bucket_logits = _bucket_logits(model, kind, start, budget)
+        bucket_logits = _bucket_logits(model, kind, start, budget, dtype)
 
         def eval_top(state):
             return _scores(bucket_logits(state.params, parts["val"], len(splits["val"])), labels["val"])
@@ -298,7 +315,7 @@ def run(config: Config, ctx: RunContext) -> dict:
             return bucket_logits(params, parts["test"], len(splits["test"]))
 
         state, history2 = _train(state.params, model, mask, loader, eval_top, kind, start, config.finetune_epochs,
-                                 config.finetune_learning_rate, ctx, config.train, ctx.seed + 1)
+                                 config.finetune_learning_rate, ctx, config.train, ctx.seed + 1, dtype)
         history = history + history2
     _lap(times, "train_seconds")
 
@@ -328,6 +345,7 @@ def run(config: Config, ctx: RunContext) -> dict:
         "head": head,
         "pooling": pooling,
         "train": config.train,
+        "dtype": config.dtype,
         "learning_rate": lr,
         "max_length": max_length,
         "skipped_lines": len(data.bad_lines),
@@ -364,6 +382,7 @@ def _export(folder: Path, params: Any, pre: Any, source: Any, config: Config, ma
         "max_length": max_length,
         "source": source.describe(),
         "train": config.train,
+        "dtype": config.dtype,
         "seed": seed,
         "limit": config.limit,
     }
@@ -392,9 +411,12 @@ def load_classifier(checkpoint_dir: str | Path) -> tuple[Any, Any, Any, dict]:
 
 
 def spam_probabilities(model: Any, params: Any, tokenizer: Any, texts: list[str], max_length: int,
-                       token_budget: int = 8192) -> np.ndarray:
-    """P(spam) ``[N]`` for raw texts (tokenised, truncated, length-bucketed, inference mode)."""
+                       token_budget: int = 8192, dtype: str = "float32") -> np.ndarray:
+    """P(spam) ``[N]`` for raw texts (tokenised, truncated, length-bucketed, inference mode, computed in
+    ``dtype``)."""
     import jax
+
+    from nnjax.train.precision import parse_dtype
 
     if not texts:
         return np.zeros(0, np.float32)
@@ -404,11 +426,11 @@ def spam_probabilities(model: Any, params: Any, tokenizer: Any, texts: list[str]
     ids = tokenize(tokenizer, texts, max_length)
     buckets = make_buckets(ids, bucket_bounds(max_length), pad_id=model.config.pad_token_id)
     if "spam" not in _JITTED:  # one jitted function per process: equal models share compiled shapes
-        _JITTED["spam"] = jax.jit(lambda m, p, b: jax.nn.softmax(m.apply({"params": p}, b["input_ids"],
-                                                                          b["attention_mask"]))[:, 1],
-                                  static_argnums=0)
-    fn = _JITTED["spam"]
-    return unbucket(apply_buckets(lambda b: fn(model, params, b), buckets, token_budget=token_budget), buckets,
+        _JITTED["spam"] = jax.jit(
+            lambda m, d, p, b: jax.nn.softmax(_logits(m, p, b, "tokens", 0, False, dtype=d))[:, 1],
+            static_argnums=(0, 1))
+    fn, compute = _JITTED["spam"], parse_dtype(dtype)
+    return unbucket(apply_buckets(lambda b: fn(model, compute, params, b), buckets, token_budget=token_budget), buckets,
                     len(texts))
 
 
@@ -418,7 +440,8 @@ _JITTED: dict[str, Any] = {}
 def predict(checkpoint_dir: Path, inputs: list[str]) -> list[dict]:
     """Label and probability for each text."""
     model, params, tokenizer, meta = load_classifier(checkpoint_dir)
-    spam = spam_probabilities(model, params, tokenizer, [str(t) for t in inputs], int(meta["max_length"]))
+    spam = spam_probabilities(model, params, tokenizer, [str(t) for t in inputs], int(meta["max_length"]),
+                              dtype=meta.get("dtype", "float32"))
     results = []
     for text, p in zip(inputs, spam, strict=True):
         label = meta["labels"][int(p >= 0.5)]
@@ -437,7 +460,8 @@ def evaluate(checkpoint_dir: Path) -> dict:
     if meta.get("limit"):
         data = data.subset(subsample(data.labels, int(meta["limit"]), int(meta["seed"])))
     test = stratified_split(data.labels, seed=int(meta["seed"]))[2]
-    spam = spam_probabilities(model, params, tokenizer, [data.texts[i] for i in test], int(meta["max_length"]))
+    spam = spam_probabilities(model, params, tokenizer, [data.texts[i] for i in test], int(meta["max_length"]),
+                              dtype=meta.get("dtype", "float32"))
     report = binary_report(data.labels[test], (spam >= 0.5).astype(np.int32))
     return {"test_accuracy": report["accuracy"], "spam_precision": report["precision"],
             "spam_recall": report["recall"], "spam_f1": report["f1"], "test_size": int(len(test))}

@@ -1,11 +1,20 @@
 """Mixed precision for any loss function: compute in bfloat16, keep float32 params and optimizer state.
 
 :func:`with_compute_dtype` wraps a loss function (the signature of ``nnjax.train.step``):
-floating parameters, batch statistics and batch arrays are cast to the compute dtype on
-the way in, and the per-example loss, metrics and updated statistics are cast back to
-float32 on the way out. Because the cast happens inside the differentiated function,
-gradients arrive in float32 for the float32 master parameters; the optimizer never sees
-bfloat16.
+floating parameters and batch arrays are cast to the compute dtype on the way in, and the
+per-example loss and metrics are cast back to float32 on the way out. Because the cast
+happens inside the differentiated function, gradients arrive in float32 for the float32
+master parameters; the optimizer never sees bfloat16.
+
+Two things stay float32, because rounding them to bfloat16's 8-bit mantissa costs accuracy
+(measured on the thesis's MNIST recipe: 86.2 % after 3 epochs with both in bfloat16, against
+96.9 % in float32):
+
+* BatchNorm's running statistics (``batch_stats``) are passed through unchanged; flax
+  reduces in float32 and still returns activations in the input's dtype, so the network
+  computes in bfloat16 while the averages accumulate in float32;
+* the loss: a loss function should cast the model's outputs up (``logits.astype(float32)``)
+  before its softmax / MSE, as the MNIST and SMS experiments do.
 """
 
 from __future__ import annotations
@@ -39,14 +48,14 @@ def cast_floats(tree: Any, dtype: Any) -> Any:
 
 
 def with_compute_dtype(loss_fn: Any, dtype: str | Any = "float32") -> Any:
-    """``loss_fn`` computing in ``dtype`` (a name or dtype); unchanged for float32."""
+    """``loss_fn`` computing in ``dtype`` (a name or dtype), batch statistics kept float32; unchanged for float32."""
     dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
     if dtype == jnp.float32:
         return loss_fn
 
     def wrapped(params, batch_stats, batch, rng, train):
         inputs = {k: (v if k == "mask" else cast_floats(v, dtype)) for k, v in batch.items()}
-        per_example, aux = loss_fn(cast_floats(params, dtype), cast_floats(batch_stats, dtype), inputs, rng, train)
+        per_example, aux = loss_fn(cast_floats(params, dtype), batch_stats, inputs, rng, train)
         aux = dict(aux)
         if "metrics" in aux:
             aux["metrics"] = cast_floats(aux["metrics"], jnp.float32)
