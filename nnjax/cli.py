@@ -176,9 +176,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from nnjax.bench import run_benchmarks
+    from nnjax.bench import REPO, run_benchmarks
 
-    table = run_benchmarks(only=args.only, out=Path(args.out), quick=args.quick, run=not args.merge_only)
+    out = Path(args.out)
+    readme = REPO / "README.md" if out.absolute() == (REPO / "benchmarks" / "results") else None
+    table = run_benchmarks(only=args.only, out=out, quick=args.quick, run=not args.merge_only, readme=readme)
     print(f"wrote {table}")
     return 0
 
@@ -229,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run the benchmarks and write one table",
                        description="Run every benchmark in benchmarks/ and write one Markdown + JSON table.")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (e.g. mlp mnist)")
-    p.add_argument("--out", default="benchmarks/results", help="folder for the tables")
+    p.add_argument("--out", default="benchmarks/results",
+                   help="folder for the tables; the default (the repository's benchmarks/results) also updates "
+                        "the README's headline table")
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     p.add_argument("--merge-only", action="store_true", help="only merge the tables already in --out")
     p.set_defaults(func=_cmd_bench)
