@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import BenchTable, bench_args, measure, threaded
+from benchmarks.harness import BenchTable, bench_args, measure, threaded, torch_device, torch_synced
 
 BATCH, LENGTH = 64, 64
 
@@ -148,14 +148,9 @@ def torch_steps(pre, ids, mask, labels, pooled, device="cpu"):
         with torch.no_grad():
             return mean_pool(encoder(input_ids=ti, attention_mask=tm).last_hidden_state)
 
-    def synced(fn):
-        if device == "cpu":
-            return fn
-        return lambda: (fn(), torch.cuda.synchronize())[0]
-
     fns = {"train_mode": frozen_step(True), "eval_mode": frozen_step(False),
            "cached": lambda: (head.train(), step_from(tf))[1], "encode": encode}
-    return {name: synced(fn) for name, fn in fns.items()}, encoder
+    return {name: torch_synced(fn, device) for name, fn in fns.items()}, encoder
 
 
 def _full_dataset(pre, texts, torch_encoder, device="cpu"):
@@ -196,8 +191,6 @@ def _full_dataset(pre, texts, torch_encoder, device="cpu"):
 def main(argv: list[str] | None = None) -> None:
     args = bench_args(argv, __doc__)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import jax
-    import torch
 
     from nnjax.models.hf_checkpoint import load_pretrained
 
@@ -206,9 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     ids, mask, texts = _batch(pre.tokenizer)
     labels = (np.arange(BATCH) % 2).astype(np.int32)
     repeats = 5 if args.quick else 20
-    device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
-    if device == "cuda":  # TF32 matrix products in both frameworks (JAX's default precision on the GPU)
-        torch.set_float32_matmul_precision("high")
+    device = torch_device()  # on a GPU: TF32 matrix products in both frameworks (JAX's default there)
     jax_fns, pooled = nnjax_steps(pre, ids, mask, labels)
     torch_fns, torch_encoder = torch_steps(pre, ids, mask, labels, pooled, device)
 

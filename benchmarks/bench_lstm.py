@@ -31,7 +31,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # before anything imports keras
 
 import numpy as np  # noqa: E402
 
-from benchmarks.harness import BenchTable, bench_args  # noqa: E402
+from benchmarks.harness import BenchTable, bench_args, torch_device  # noqa: E402
 
 HIDDEN = 50
 BATCH = 32
@@ -279,11 +279,12 @@ def main(argv: list[str] | None = None) -> None:
     lengths = (24, 96) if args.quick else (24, 96, 384)
     rounds = 5 if args.quick else 15
     on_gpu = jax.default_backend() == "gpu"
-    device = "cuda" if on_gpu else "cpu"
+    device = "cpu"
     torch_threads = None
     try:
         import torch
 
+        device = torch_device()
         if not on_gpu:
             torch.set_num_threads(
                 1

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import BenchTable, bench_args, threaded, torch_train_step
+from benchmarks.harness import BenchTable, bench_args, threaded, torch_device, torch_synced, torch_train_step
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 BATCH = 128
@@ -230,20 +230,28 @@ def worker(threads: int, rounds: int, block: int, compile_torch: bool) -> dict:
         big, one = jnp.asarray(images), jnp.asarray(images[:1])
         infer[f"nnjax conv_impl={impl} batch {INFER_BATCH}"] = lambda a=apply, b=big: a(device_vars, b)
         infer[f"nnjax conv_impl={impl} batch 1"] = lambda a=apply, b=one: a(device_vars, b)
-    torch_model.eval()
-    big_t = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    torch_model.eval()  # already on torch_device() (moved by the train step)
+    device = torch_device()
+    big_t = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(device)
 
     def torch_infer(batch):
         with torch.no_grad():
             return torch_model(batch)
 
-    infer[f"PyTorch eager batch {INFER_BATCH}"] = lambda: torch_infer(big_t)
-    infer["PyTorch eager batch 1"] = lambda: torch_infer(big_t[:1])
+    infer[f"PyTorch eager batch {INFER_BATCH}"] = torch_synced(lambda: torch_infer(big_t), device)
+    infer["PyTorch eager batch 1"] = torch_synced(lambda: torch_infer(big_t[:1]), device)
     inference = _interleaved(infer, max(rounds // 2, 2), block)
     return {"train": train, "inference": inference, "max_grad_rel_diff_fast_vs_xla": max_diff,
             "loss_xla": results["xla"][0], "loss_fast": results["fast"][0],
             "load_before": load_before, "load_after": _loadavg(), "threads": threads or len(os.sched_getaffinity(0)),
             "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def _accelerator() -> bool:
+    """True when JAX's default backend is not the CPU (asked in a throwaway process: flags are per process)."""
+    probe = "import jax; print(jax.default_backend())"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return done.returncode == 0 and done.stdout.strip().splitlines()[-1:] != ["cpu"]
 
 
 def _run_worker(flags: str, threads: int, rounds: int, block: int, compile_torch: bool) -> dict:
@@ -276,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     rounds, block = (4, 3) if args.quick else (12, 4)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     settings = [(YNN_FLAG, cores, not args.quick), ("", cores, False), (YNN_FLAG, 1, False)]
+    if _accelerator():  # the CPU flag and thread pinning mean nothing there (and XLA aborts on unknown flags)
+        settings = [("", 0, not args.quick)]
     table = BenchTable("MNIST CNN train step", "python -m benchmarks.bench_mnist" + (" --quick" if args.quick else ""),
                        notes="ratio_vs_torch = PyTorch eager median / this median, same worker process "
                              "(above 1: faster than PyTorch eager).\n\n" + NOTES)

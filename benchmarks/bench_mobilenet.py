@@ -23,12 +23,13 @@ Run: ``.venv/bin/python -m benchmarks.bench_mobilenet [--quick]``.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 
 import numpy as np
 
-from benchmarks.harness import BenchTable, bench_args, measure, threaded
+from benchmarks.harness import BenchTable, bench_args, measure, threaded, torch_device, torch_synced
 
 BATCH = 32
 SIZE = 224
@@ -274,8 +275,7 @@ def main(argv: list[str] | None = None) -> None:
             "Batch 32, 224 px, frozen backbone + Dense(128)-Dense(1) head, Adam, BCE. gflops: XLA cost "
             "analysis of the compiled step; flops_ratio / time_ratio = naive / this row (above 1: cheaper "
             "than naive). head_max_diff: naive vs partitioned head after 3 identical steps. Keras fit: "
-            "random weights (timing only), its FLOPs from the equivalent stateless step. Shared 2-core CPU: "
-            "times are noisy."
+            "random weights (timing only), its FLOPs from the equivalent stateless step."
         ),
     )
     steps = nnjax_steps(weights, images, labels)
@@ -311,8 +311,8 @@ def main(argv: list[str] | None = None) -> None:
         notes=(
             "Images per second, batch 32, 224 px, pooled 1,280 features, inference mode; torchvision's "
             "ImageNet weights in nnjax and PyTorch (max_abs_diff: pooled features vs nnjax's default), "
-            "random weights in Keras. ratio_vs_torch = this row's throughput / PyTorch eager NCHW's. "
-            "Shared 2-core CPU."
+            "random weights in Keras. ratio_vs_torch = this row's throughput / PyTorch eager NCHW's. PyTorch "
+            "runs on the GPU when JAX does."
         ),
     )
     x = np.asarray(weights.preprocess(images))
@@ -332,16 +332,15 @@ def main(argv: list[str] | None = None) -> None:
             repeats=repeats if impl == "shifted" else max(repeats // 2, 2),
         )
     torch.set_grad_enabled(False)
-    peer = torch_mobilenet_v2(load_torch_state_dict(weights.source))
-    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-    outputs["PyTorch eager (NCHW)"] = peer.features(xt).mean((2, 3)).numpy()
-    runs["PyTorch eager (NCHW)"] = measure(lambda: peer.features(xt).mean((2, 3)), warmup=1, repeats=repeats)
-    peer_cl = peer.to(memory_format=torch.channels_last)
+    device = torch_device()
+    peer = torch_mobilenet_v2(load_torch_state_dict(weights.source)).to(device)
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device)
+    peer_cl = copy.deepcopy(peer).to(memory_format=torch.channels_last)
     xt_cl = xt.contiguous(memory_format=torch.channels_last)
-    outputs["PyTorch eager (channels_last)"] = peer_cl.features(xt_cl).mean((2, 3)).numpy()
-    runs["PyTorch eager (channels_last)"] = measure(
-        lambda: peer_cl.features(xt_cl).mean((2, 3)), warmup=1, repeats=repeats
-    )
+    for name, net, inputs in (("PyTorch eager (NCHW)", peer, xt), ("PyTorch eager (channels_last)", peer_cl, xt_cl)):
+        pooled = torch_synced(lambda net=net, inputs=inputs: net.features(inputs).mean((2, 3)), device)
+        outputs[name] = pooled().cpu().numpy()
+        runs[name] = measure(pooled, warmup=1, repeats=repeats)
     keras_base = keras_model(include_head=False)
     runs["Keras 3 predict_on_batch (JAX backend)"] = measure(
         lambda: keras_base.predict_on_batch(x), warmup=1, repeats=repeats

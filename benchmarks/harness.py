@@ -2,8 +2,10 @@
 
 ``measure(fn, *args)`` calls ``fn`` once (compile, timed alone), ``warmup`` more times,
 then ``repeats`` timed calls, each waited on (``block_until_ready`` for JAX outputs; PyTorch
-on CPU is synchronous). For a step that consumes its state (donated buffers), wrap it with
-:func:`threaded` so each call feeds the previous call's state back in.
+on CPU is synchronous, on CUDA wrap the call with :func:`torch_synced`). PyTorch peers run on
+:func:`torch_device`: the GPU when JAX computes on one, so both sides use the same card. For a step that consumes
+its state (donated buffers), wrap it with :func:`threaded` so each call feeds the previous
+call's state back in.
 """
 
 from __future__ import annotations
@@ -158,14 +160,47 @@ def bench_args(argv: list[str] | None = None, description: str = "") -> Any:
     return parser.parse_args(argv)
 
 
-def torch_train_step(model: Any, inputs: Any, labels: Any, lr: float = 1e-3) -> Callable[[], Any]:
-    """The PyTorch peer of a classification train step: Adam(lr) on cross-entropy, eager.
+def torch_device() -> str:
+    """``"cuda"`` when JAX's default backend is a GPU and PyTorch sees one too, else ``"cpu"``.
 
-    ``inputs`` and ``labels`` are tensors already in the model's layout (labels int64).
-    Returns a no-argument callable running one step and returning the loss.
+    On a GPU, TF32 matrix products are allowed in PyTorch as well (JAX's default precision there).
+    """
+    import jax
+
+    if jax.default_backend() != "gpu":
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    torch.set_float32_matmul_precision("high")
+    return "cuda"
+
+
+def torch_synced(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
+    """``fn`` followed by ``torch.cuda.synchronize()`` on CUDA (so a timing covers the kernels); ``fn`` on CPU."""
+    if device == "cpu":
+        return fn
+    import torch
+
+    def call() -> Any:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return call
+
+
+def torch_train_step(model: Any, inputs: Any, labels: Any, lr: float = 1e-3) -> Callable[[], Any]:
+    """The PyTorch peer of a classification train step: Adam(lr) on cross-entropy, eager, on :func:`torch_device`.
+
+    ``inputs`` and ``labels`` are tensors in the model's layout (labels int64); model and tensors
+    move to the device here. Returns a no-argument callable running one step and returning the loss.
     """
     import torch
 
+    device = torch_device()
+    model, inputs, labels = model.to(device), inputs.to(device), labels.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -176,4 +211,4 @@ def torch_train_step(model: Any, inputs: Any, labels: Any, lr: float = 1e-3) -> 
         optimizer.step()
         return loss
 
-    return step
+    return torch_synced(step, device)

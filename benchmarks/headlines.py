@@ -74,6 +74,7 @@ def mnist(rows: list[Row]) -> list[Row]:
     for threads in sorted({r["threads"] for r in rows}, reverse=True):
         step = {"what": "train step", "threads": threads}
         ours = _find(rows, implementation="nnjax ThesisCNN conv_impl=fast", xla_flags="ynn conv off", **step)
+        cpu = ours is not None  # the CPU flag is only set on CPU runs
         ours = ours or _find(rows, implementation="nnjax ThesisCNN conv_impl=fast", **step)
         torch = _find(rows, implementation="PyTorch eager", **step)
         compiled = _find(rows, implementation="PyTorch torch.compile", **step)
@@ -84,8 +85,8 @@ def mnist(rows: list[Row]) -> list[Row]:
         if compiled:
             peer += f", torch.compile {_ms(compiled['median_ms'])}"
             ratio += f", {_ratio(compiled['median_ms'], ours['median_ms'])}"
-        where = "one pinned core" if threads == 1 else f"{threads} threads"
-        out.append(_line(f"thesis CNN train step, batch 128, {where}", _ms(ours["median_ms"]), peer, ratio))
+        where = ("" if not cpu else ", one pinned core" if threads == 1 else f", {threads} threads")
+        out.append(_line(f"thesis CNN train step, batch 128{where}", _ms(ours["median_ms"]), peer, ratio))
     return out
 
 
