@@ -24,6 +24,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_mobilenet [--quick]``.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import time
 
@@ -258,13 +259,16 @@ def main(argv: list[str] | None = None) -> None:
     import jax.numpy as jnp
     import torch
 
-    from nnjax.models.mobilenet_weights import load_torch_state_dict, torchvision_weights
+    from nnjax.models.mobilenet_weights import TORCHVISION_SHA256, load_torch_state_dict, torchvision_weights
 
     repeats = 3 if args.quick else 7
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (BATCH, SIZE, SIZE, 3)).astype(np.uint8)
     labels = rng.integers(0, 2, BATCH).astype(np.int32)
-    weights = torchvision_weights()
+    # NNJAX_MOBILENET_WEIGHTS: a copy of mobilenet_v2-b0353104.pth (a machine without the offline package).
+    weights = torchvision_weights(os.environ.get("NNJAX_MOBILENET_WEIGHTS"))
+    if weights.sha256 != TORCHVISION_SHA256:
+        raise SystemExit(f"{weights.source} is not torchvision's mobilenet_v2-b0353104.pth (SHA-256 differs).")
     command = "python -m benchmarks.bench_mobilenet" + (" --quick" if args.quick else "")
 
     # ---- train steps
@@ -285,11 +289,13 @@ def main(argv: list[str] | None = None) -> None:
         gflops = flops(step, state, batch) / 1e9
         timing = measure(threaded(step, state, batch), warmup=1, repeats=repeats)
         results[name] = (gflops, timing)
-    keras_fit = keras_model()
-    pre = np.asarray(weights.preprocess(images))
-    keras_gflops = keras_step_flops(keras_fit, pre, labels) / 1e9
-    keras_timing = keras_fit_seconds(keras_fit, pre, labels, 3 if args.quick else 5)
-    results["Keras 3 fit (JAX backend, frozen base)"] = (keras_gflops, keras_timing)
+    with_keras = importlib.util.find_spec("keras") is not None  # optional: not every GPU image ships it
+    if with_keras:
+        keras_fit = keras_model()
+        pre = np.asarray(weights.preprocess(images))
+        keras_gflops = keras_step_flops(keras_fit, pre, labels) / 1e9
+        keras_timing = keras_fit_seconds(keras_fit, pre, labels, 3 if args.quick else 5)
+        results["Keras 3 fit (JAX backend, frozen base)"] = (keras_gflops, keras_timing)
     naive_gflops, naive_timing = next(iter(results.values()))
     for name, (gflops, timing) in results.items():
         train.add(
@@ -341,10 +347,11 @@ def main(argv: list[str] | None = None) -> None:
         pooled = torch_synced(lambda net=net, inputs=inputs: net.features(inputs).mean((2, 3)), device)
         outputs[name] = pooled().cpu().numpy()
         runs[name] = measure(pooled, warmup=1, repeats=repeats)
-    keras_base = keras_model(include_head=False)
-    runs["Keras 3 predict_on_batch (JAX backend)"] = measure(
-        lambda: keras_base.predict_on_batch(x), warmup=1, repeats=repeats
-    )
+    if with_keras:
+        keras_base = keras_model(include_head=False)
+        runs["Keras 3 predict_on_batch (JAX backend)"] = measure(
+            lambda: keras_base.predict_on_batch(x), warmup=1, repeats=repeats
+        )
     reference = outputs["nnjax (depthwise: nine shifted multiply-adds)"]
     torch_s = runs["PyTorch eager (NCHW)"]["median_s"]
     for name, r in runs.items():
