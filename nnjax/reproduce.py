@@ -21,7 +21,7 @@ from nnjax.experiment import Experiment, all_experiments, get, prepare_out_dir, 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
     return "—" if value is None else str(value)
 
 

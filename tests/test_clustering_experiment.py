@@ -28,6 +28,7 @@ def test_clustering_quick_profile(tmp_path):
     assert 0 < summary["dbscan_noise"] <= 30 and summary["dbscan_outliers_caught"] == summary["dbscan_noise"]
     assert summary["moons_dbscan_ari"] > 0.95 > 0.6 > summary["moons_kmeans_ari"]
     assert summary["moons_dunn_dbscan"] > summary["moons_dunn_kmeans"]
+    assert set(experiment.thesis) <= set(summary)  # every thesis number has its nnjax number in the report
 
 
 def test_moons_and_blobs_generators_are_seeded():
