@@ -29,7 +29,8 @@ def run_benchmarks(
     only: list[str] | None = None, out: Path = Path("benchmarks/results"), quick: bool = False, run: bool = True,
     readme: Path | None = None,
 ) -> Path:
-    """Run the benchmarks (``only`` some), then write ``out/README.md`` and ``out/all.json``.
+    """Run the benchmarks (``only`` some), then write ``out/README.md``, ``out/all.json`` (every
+    table) and ``out/headlines.json``.
 
     With ``run=False`` only the tables already in ``out`` are merged. The headline table (one
     row per piece of work and machine, from ``benchmarks/headlines.py``) heads ``out/README.md``
@@ -49,13 +50,15 @@ def run_benchmarks(
         result = subprocess.run(command, cwd=REPO, env=os.environ.copy())
         if result.returncode != 0:
             failures.append(name)
-    tables = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.name != "all.json"}
+    tables = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.name not in MERGED}
     for md in sorted(out.glob("*.md")):  # tables copied back from another machine without their JSON
         if md.name != "README.md" and md.with_suffix(".json").name not in tables:
             tables[md.with_suffix(".json").name] = table_from_markdown(md)
     sections = [p.read_text() for p in sorted(out.glob("*.md")) if p.name != "README.md"]
     (out / "all.json").write_text(json.dumps(list(tables.values()), indent=2, default=str) + "\n")
-    headline = headline_table(tables)
+    rows = headline_rows(tables)
+    (out / "headlines.json").write_text(json.dumps(rows, indent=2) + "\n")
+    headline = _headlines_module().markdown(rows)
     header = ("# nnjax benchmarks\n\nProduced by `nnjax bench`; each section names its command, machine and "
               "versions.\n\n## Headlines\n\n" + headline)
     (out / "README.md").write_text(header + "\n" + "\n".join(sections))
@@ -66,6 +69,7 @@ def run_benchmarks(
     return out / "README.md"
 
 
+MERGED = ("all.json", "headlines.json")  # written by the merge, not tables
 MARK_BEGIN = "<!-- bench-headlines:begin (written by `nnjax bench`; do not edit) -->"
 MARK_END = "<!-- bench-headlines:end -->"
 
@@ -80,8 +84,8 @@ def _headlines_module():
     return module
 
 
-def headline_table(tables: dict[str, dict]) -> str:
-    """Markdown headlines of the tables (file name -> JSON payload): work in the benchmarks' order, CPU first."""
+def headline_rows(tables: dict[str, dict]) -> list[dict]:
+    """Headline rows of the tables (file name -> JSON payload): work in the benchmarks' order, CPU first."""
     module = _headlines_module()
     order = list(module.BY_TITLE)
     rows = []
@@ -90,7 +94,7 @@ def headline_table(tables: dict[str, dict]) -> str:
         gpu = not str(table.get("env", {}).get("device", "cpu")).startswith("cpu")
         rows += [(rank, gpu, row) for row in module.headlines(table, name.removesuffix(".json") + ".md")]
     rows.sort(key=lambda item: item[:2])
-    return module.markdown([row for *_, row in rows])
+    return [row for *_, row in rows]
 
 
 def replace_block(readme: Path, content: str) -> None:

@@ -53,6 +53,11 @@ def test_merge_writes_headlines_into_the_page_and_the_readme_block(tmp_path):
     page = (out / "README.md").read_text()
     assert "## Headlines" in page and block.strip() in page
     assert len(json.loads((out / "all.json").read_text())) == 2
+    headlines = json.loads((out / "headlines.json").read_text())
+    assert [(h["machine"], h["ratio"]) for h in headlines] == [("CPU, 2 cores (AMD EPYC)", "2.00"),
+                                                              ("NVIDIA H100 80GB HBM3", "4.00")]
+    run_benchmarks(out=out, run=False, readme=readme)  # merging again reads neither merged file as a table
+    assert len(json.loads((out / "all.json").read_text())) == 2
 
 
 def test_readme_without_markers_is_one_clear_error(tmp_path):
