@@ -68,3 +68,19 @@ def test_readme_without_markers_is_one_clear_error(tmp_path):
     with pytest.raises(NnjaxError, match="no benchmark headline block"):
         run_benchmarks(out=out, run=False, readme=readme)
     assert readme.read_text() == "# project\n"  # nothing lost
+
+
+def test_torch_peer_runs_on_jax_s_device_and_learns():
+    """The shared PyTorch peer: on a CPU-only JAX it stays on the CPU (no sync wrapper) and its steps train."""
+    torch = pytest.importorskip("torch")
+    from benchmarks.harness import torch_device, torch_synced, torch_train_step
+
+    assert torch_device() == "cpu"
+    call = lambda: 1  # noqa: E731
+    assert torch_synced(call, "cpu") is call
+    torch.manual_seed(0)
+    inputs = torch.randn(64, 5)
+    labels = (inputs @ torch.randn(5, 3)).argmax(1)  # learnable by a linear layer
+    step = torch_train_step(torch.nn.Linear(5, 3), inputs, labels, lr=0.05)
+    losses = [step().item() for _ in range(30)]
+    assert losses[-1] < 0.8 * losses[0]
