@@ -84,3 +84,22 @@ def test_torch_peer_runs_on_jax_s_device_and_learns():
     step = torch_train_step(torch.nn.Linear(5, 3), inputs, labels, lr=0.05)
     losses = [step().item() for _ in range(30)]
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_cli_runs_one_benchmark_into_its_own_folder(tmp_path, capsys):
+    """`nnjax bench --only mlp --quick --out DIR`: the benchmark runs in its own process and DIR gets its table,
+    the merged page and the headline; the repository's README is left alone (DIR is not the default)."""
+    from nnjax.bench import REPO
+    from nnjax.cli import main
+
+    readme_before = (REPO / "README.md").read_text()
+    assert main(["bench", "--only", "mlp", "--quick", "--out", str(tmp_path)]) == 0
+    table = json.loads((tmp_path / "mlp.json").read_text())
+    assert table["command"] == "python -m benchmarks.bench_mlp --quick" and len(table["rows"]) == 9
+    assert all(row["median_ms"] > 0 for row in table["rows"])
+    [headline] = json.loads((tmp_path / "headlines.json").read_text())
+    assert headline["work"].startswith("MLP") and headline["machine"].startswith("CPU")
+    assert "## MLP train step" in (tmp_path / "README.md").read_text()
+    assert (REPO / "README.md").read_text() == readme_before
+    with pytest.raises(NnjaxError, match="Unknown benchmark 'nope'"):
+        run_benchmarks(only=["nope"], out=tmp_path)
