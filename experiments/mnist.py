@@ -149,14 +149,14 @@ def load_data(config: Config, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _predict_fn(model, dtype: str):
-    from nnjax.train.precision import cast_floats, parse_dtype
+    from nnjax.train.precision import parse_dtype, to_compute_dtype
 
     compute = parse_dtype(dtype)
 
     @jax.jit
     def predict(variables, images):
-        params = cast_floats(variables["params"], compute)  # BatchNorm statistics stay float32
-        logits = model.apply({**variables, "params": params}, images.astype(compute), train=False)
+        params, batch = to_compute_dtype(variables["params"], {"image": images}, compute)  # stats stay float32
+        logits = model.apply({**variables, "params": params}, batch["image"], train=False)
         return jax.nn.softmax(logits.astype(jnp.float32))
 
     return predict

@@ -114,21 +114,19 @@ def _loss_fn(model: Any, kind: str, start: int = 0):
 
 def _logits(model, params, batch, kind: str, start: int, train: bool, rng=None, dtype=None):
     """float32 logits ``[B, 2]``, computed in ``dtype`` (None: the dtype of ``params``)."""
-    from nnjax.train.precision import cast_floats
+    from nnjax.train.precision import to_compute_dtype
 
     if dtype is not None:
-        params, batch = cast_floats(params, dtype), cast_floats(batch, dtype)  # token ids and masks stay ints
-    return _raw_logits(model, {"params": params}, batch, kind, start, train, rng).astype("float32")
-
-
-def _raw_logits(model, variables, batch, kind: str, start: int, train: bool, rng):
-    rngs = {"dropout": rng} if train else None
+        params, batch = to_compute_dtype(params, batch, dtype)  # token ids and attention masks stay ints
+    variables, rngs = {"params": params}, ({"dropout": rng} if train else None)
     if kind == "features":
-        return model.apply(variables, batch["features"], train=train, rngs=rngs, method="classify")
-    if kind == "hidden":
-        return model.apply(variables, batch["hidden"], batch["attention_mask"], start=start, train=train,
-                           rngs=rngs, method="from_hidden")
-    return model.apply(variables, batch["input_ids"], batch["attention_mask"], train=train, rngs=rngs)
+        logits = model.apply(variables, batch["features"], train=train, rngs=rngs, method="classify")
+    elif kind == "hidden":
+        logits = model.apply(variables, batch["hidden"], batch["attention_mask"], start=start, train=train,
+                             rngs=rngs, method="from_hidden")
+    else:
+        logits = model.apply(variables, batch["input_ids"], batch["attention_mask"], train=train, rngs=rngs)
+    return logits.astype("float32")
 
 
 def subsample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:

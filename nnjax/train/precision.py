@@ -47,6 +47,14 @@ def cast_floats(tree: Any, dtype: Any) -> Any:
     return jax.tree_util.tree_map(cast, tree)
 
 
+def to_compute_dtype(params: Any, batch: dict, dtype: Any) -> tuple[Any, dict]:
+    """``(params, batch)`` ready to compute in ``dtype``: every floating leaf cast, except the batch's
+    ``mask`` (float32 loss weights). Integer arrays (labels, token ids) are untouched, and BatchNorm
+    statistics are not passed here: they stay float32 (see the module docstring)."""
+    batch = {k: (v if k == "mask" else cast_floats(v, dtype)) for k, v in batch.items()}
+    return cast_floats(params, dtype), batch
+
+
 def with_compute_dtype(loss_fn: Any, dtype: str | Any = "float32") -> Any:
     """``loss_fn`` computing in ``dtype`` (a name or dtype), batch statistics kept float32; unchanged for float32."""
     dtype = parse_dtype(dtype) if isinstance(dtype, str) else dtype
@@ -54,8 +62,8 @@ def with_compute_dtype(loss_fn: Any, dtype: str | Any = "float32") -> Any:
         return loss_fn
 
     def wrapped(params, batch_stats, batch, rng, train):
-        inputs = {k: (v if k == "mask" else cast_floats(v, dtype)) for k, v in batch.items()}
-        per_example, aux = loss_fn(cast_floats(params, dtype), batch_stats, inputs, rng, train)
+        params, batch = to_compute_dtype(params, batch, dtype)
+        per_example, aux = loss_fn(params, batch_stats, batch, rng, train)
         aux = dict(aux)
         if "metrics" in aux:
             aux["metrics"] = cast_floats(aux["metrics"], jnp.float32)
