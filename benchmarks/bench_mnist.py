@@ -248,7 +248,8 @@ def worker(threads: int, rounds: int, block: int, compile_torch: bool) -> dict:
 
 
 def _accelerator() -> bool:
-    """True when JAX's default backend is not the CPU (asked in a throwaway process: flags are per process)."""
+    """True when JAX's default backend is not the CPU. Asked in a throwaway process: a GPU initialised in
+    this parent would keep most of its memory (JAX preallocates) while the workers run."""
     probe = "import jax; print(jax.default_backend())"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     return done.returncode == 0 and done.stdout.strip().splitlines()[-1:] != ["cpu"]

@@ -26,12 +26,14 @@ def _ratio(peer: float, ours: float) -> str:
     return f"{peer / ours:.2f}"
 
 
+def _matches(value: Any, wanted: Any) -> bool:
+    """A string field matches by prefix, any other field by equality."""
+    return str(value).startswith(wanted) if isinstance(wanted, str) else value == wanted
+
+
 def _find(rows: list[Row], **match: Any) -> Row | None:
-    """The first row whose fields start with (strings) or equal (others) the given values."""
-    for row in rows:
-        if all(isinstance(v, str) and str(row.get(k, "")).startswith(v) or row.get(k) == v for k, v in match.items()):
-            return row
-    return None
+    """The first row whose fields match the given values (see :func:`_matches`)."""
+    return next((row for row in rows if all(_matches(row.get(k, ""), v) for k, v in match.items())), None)
 
 
 def _line(work: str, ours: str, peer: str, ratio: str) -> Row:
@@ -39,14 +41,12 @@ def _line(work: str, ours: str, peer: str, ratio: str) -> Row:
 
 
 def mlp(rows: list[Row]) -> list[Row]:
-    out = []
-    for batch in (128,):
-        ours = _find(rows, batch=batch, implementation="nnjax (nnjax.nn.optim.adam)")
-        torch = _find(rows, batch=batch, implementation="PyTorch eager")
-        if ours and torch:
-            out.append(_line(f"MLP 784-256-256-10 train step, Adam, batch {batch}", _ms(ours["median_ms"]),
-                             f"PyTorch eager {_ms(torch['median_ms'])}", _ratio(torch["median_ms"], ours["median_ms"])))
-    return out
+    ours = _find(rows, batch=128, implementation="nnjax (nnjax.nn.optim.adam)")
+    torch = _find(rows, batch=128, implementation="PyTorch eager")
+    if not (ours and torch):
+        return []
+    return [_line("MLP 784-256-256-10 train step, Adam, batch 128", _ms(ours["median_ms"]),
+                  f"PyTorch eager {_ms(torch['median_ms'])}", _ratio(torch["median_ms"], ours["median_ms"]))]
 
 
 def lstm(rows: list[Row]) -> list[Row]:

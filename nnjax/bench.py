@@ -6,6 +6,7 @@ its own process so that its XLA flags and threads do not leak into the next.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -74,6 +75,7 @@ MARK_BEGIN = "<!-- bench-headlines:begin (written by `nnjax bench`; do not edit)
 MARK_END = "<!-- bench-headlines:end -->"
 
 
+@functools.cache
 def _headlines_module():
     """``benchmarks/headlines.py`` of the repository, loaded by path (``benchmarks`` is not installed)."""
     import importlib.util
