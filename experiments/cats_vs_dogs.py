@@ -106,20 +106,11 @@ def _lap(times: dict[str, float], name: str) -> None:
     times["_t"] = now
 
 
-class _Tagged:
-    """Adds ``stage=...`` to every metrics line."""
-
-    def __init__(self, writer: Any, stage: str):
-        self.writer, self.stage = writer, stage
-
-    def log(self, **values: Any) -> None:
-        self.writer.log(stage=self.stage, **values)
-
-
 def _train_stage(
     variables, model, loss_fn, mask, train_arrays, val_arrays, epochs, lr, batch_size, ctx, stage, seed
 ):
-    """One stage through the shared train step / fit loop; returns (state, history)."""
+    """One stage through the shared train step / fit loop, checkpointed in ``out/train_state/STAGE``
+    (a rerun resumes it); returns (state, history)."""
     import jax
     import optax
 
@@ -146,7 +137,8 @@ def _train_stage(
         loader,
         epochs=epochs,
         eval_fn=eval_fn,
-        metrics=_Tagged(ctx.metrics, stage),
+        metrics=ctx.metrics.tagged(stage=stage),
+        checkpointer=ctx.checkpointer(stage, trainable=mask),
         progress=ctx.progress,
         desc=stage,
         log_every=100,
@@ -231,25 +223,31 @@ def run(config: Config, ctx: RunContext) -> dict:
         return loss, {"image": train.images, "label": train.labels}, {"image": val.images, "label": val.labels}
 
     # The frozen part runs once per image: up to the first block that fine-tuning will
-    # train (its input is cached), and from there to the pooled features.
+    # train (its input is cached), and from there to the pooled features. The arrays are
+    # kept in the run folder, so a resumed run does not compute them again.
     if cached:
-        if fine_tune and start > 0:
-            prefix = jax.jit(lambda v, x: model.apply(v, preprocess(x), start, method="activations"))
-            suffix = jax.jit(lambda v, a: model.apply(v, a, start, method="features"))
-            acts = {
-                name: batched(lambda x: prefix(variables, x), images, config.batch_size)
-                for name, images in inputs.items()
-            }
-            feats = {name: batched(lambda a: suffix(variables, a), acts[name], 256) for name in inputs}
-        else:
+        fine_tune_cached = fine_tune and start > 0
+
+        def backbone_outputs() -> dict[str, np.ndarray]:
+            if fine_tune_cached:
+                prefix = jax.jit(lambda v, x: model.apply(v, preprocess(x), start, method="activations"))
+                suffix = jax.jit(lambda v, a: model.apply(v, a, start, method="features"))
+                arrays = {}
+                for name, images in inputs.items():
+                    arrays[f"{name}_activations"] = batched(lambda x: prefix(variables, x), images, config.batch_size)
+                    arrays[f"{name}_features"] = batched(lambda a: suffix(variables, a),
+                                                         arrays[f"{name}_activations"], 256)
+                return arrays
             encode = jax.jit(lambda v, x: model.apply(v, preprocess(x), method="features"))
-            feats = {
-                name: batched(lambda x: encode(variables, x), images, config.batch_size)
-                for name, images in inputs.items()
-            }
+            return {f"{name}_features": batched(lambda x: encode(variables, x), images, config.batch_size)
+                    for name, images in inputs.items()}
+
+        outputs = ctx.cached("backbone_outputs", backbone_outputs)
+        feats = {name: outputs[f"{name}_features"] for name in inputs}
+        acts = {name: outputs[f"{name}_activations"] for name in inputs} if fine_tune_cached else {}
         _lap(times, "feature_seconds")
         encoded = len(train_images) + len(val)
-        times["backbone_images_per_second"] = round(encoded / times["feature_seconds"], 1)
+        times["backbone_images_per_second"] = round(encoded / max(times["feature_seconds"], 1e-9), 1)
         loss_fn = transfer_loss_fn(model, "features")
         train_arrays = {"features": feats["train"], "label": train_labels}
         val_arrays = {"features": feats["val"], "label": val.labels}
@@ -434,30 +432,22 @@ def load_classifier(checkpoint_dir: str | Path):
 
 
 def predict(checkpoint_dir: Path, inputs: list[str]) -> list[dict]:
-    """Label and probability of each image file (unreadable files are reported, not fatal)."""
-    from nnjax.data.image_folder import ImageDecodeError, decode_image
+    """Label and probability of each image file; an unreadable input gets a row with its ``error``
+    (see :mod:`nnjax.data.inputs`)."""
+    from nnjax.data.image_folder import decode_image
+    from nnjax.data.inputs import read_each
 
     probability, meta = load_classifier(checkpoint_dir)
     size = int(meta["image_size"])
-    results: list[dict] = [{} for _ in inputs]
-    images, where = [], []
-    for i, path in enumerate(inputs):
-        try:
-            images.append(decode_image(path, (size, size)))
-            where.append(i)
-        except ImageDecodeError as err:
-            results[i] = {"image": path, "label": "unreadable", "error": str(err)}
-        except NnjaxError as err:
-            results[i] = {"image": path, "label": "missing", "error": str(err)}
-    if images:
-        for i, p in zip(where, probability(np.stack(images)), strict=True):
-            label = meta["labels"][int(p >= 0.5)]
-            results[i] = {
-                "image": inputs[i],
-                "label": label,
-                "probability": float(p if p >= 0.5 else 1 - p),
-                "dog_probability": float(p),
-            }
+    images, positions, results = read_each(inputs, lambda path: decode_image(path, (size, size)))
+    for i, p in zip(positions, probability(images), strict=True):
+        label = meta["labels"][int(p >= 0.5)]
+        results[i] = {
+            "input": inputs[i],
+            "label": label,
+            "probability": float(p if p >= 0.5 else 1 - p),
+            "dog_probability": float(p),
+        }
     return results
 
 
@@ -473,6 +463,19 @@ def evaluate(checkpoint_dir: Path) -> dict:
         "val_images": len(val),
         "val_errors": int((predicted != val.labels).sum()),
     }
+
+
+def fingerprint(config: Config) -> dict[str, str]:
+    """The photos (a digest of every file under the data folder, or the tfds name) and the
+    ImageNet weights (torchvision's file is checked against its pinned sha256 when read)."""
+    from nnjax.data.cats_vs_dogs import folder_root
+    from nnjax.data.fingerprint import folder_digest
+    from nnjax.models.mobilenet_weights import TORCHVISION_SHA256, keras_file_name
+
+    data = "tfds:cats_vs_dogs" if config.source == "tfds" else folder_digest(folder_root())
+    weights = (f"torchvision:{TORCHVISION_SHA256}" if config.weights == "torchvision"
+               else f"keras:{keras_file_name(1.0, 224, include_top=False)}")
+    return {"cats_vs_dogs": data, "weights": weights}
 
 
 def requires() -> str | None:
@@ -511,5 +514,6 @@ register(
         evaluate=evaluate,
         predict=predict,
         requires=requires,
+        fingerprint=fingerprint,
     )
 )

@@ -147,10 +147,6 @@ def _train_cell(cell: str, config: Config, data: Any, ctx: RunContext) -> dict:
         pred = _to_prices(np.asarray(apply(state.params, x_test)), data.x_test, data.scaler, config.target)
         return {"test_rmse": rmse(pred, data.y_test), "test_mae": mae(pred, data.y_test)}
 
-    class Tagged:  # the cells share metrics.jsonl when comparing
-        def log(self, **values: Any) -> None:
-            ctx.metrics.log(cell=cell, **values)
-
     start = time.perf_counter()
     state, history = fit(
         state,
@@ -158,7 +154,8 @@ def _train_cell(cell: str, config: Config, data: Any, ctx: RunContext) -> dict:
         loader,
         epochs=config.epochs,
         eval_fn=eval_fn,
-        metrics=Tagged(),
+        metrics=ctx.metrics.tagged(cell=cell),  # the cells share metrics.jsonl when comparing
+        checkpointer=ctx.checkpointer(cell),
         progress=ctx.progress,
         desc=cell,
     )

@@ -146,22 +146,13 @@ def _max_abs_diff(a: Any, b: Any) -> jax.Array:
     return jnp.max(jnp.stack(jax.tree.leaves(diffs)))
 
 
-class _Tagged:
-    """Adds ``model=NAME`` to every line a fit loop logs (three models share metrics.jsonl)."""
-
-    def __init__(self, writer: Any, name: str):
-        self.writer, self.name = writer, name
-
-    def log(self, **values: Any) -> None:
-        self.writer.log(model=self.name, **values)
-
-
 def run(config: Config, ctx: RunContext) -> dict:
     from nnjax.data.batching import ArrayLoader
     from nnjax.models.mlp import MLP
     from nnjax.nn.backprop import backprop
     from nnjax.nn.optim import effective_step_from_state
     from nnjax.train.fit import fit
+    from nnjax.train.metrics import read_metrics
     from nnjax.train.state import create_train_state
     from nnjax.train.step import evaluate, make_eval_step, make_train_step
 
@@ -186,8 +177,7 @@ def run(config: Config, ctx: RunContext) -> dict:
             p, {}, {**arrays, "mask": np.ones(len(x), np.float32)}, None, True)[0]))(params)
         return _max_abs_diff(hand, auto)
 
-    diffs = [float(grad_diff(mlp_params))]
-    k_trace: list[tuple[int, float]] = []
+    initial_diff = float(grad_diff(mlp_params))
     results = {}
     eval_steps: dict = {}
     for name, model, hand in (("backprop", mlp, True), ("autograd", mlp, False), ("linear", linear, False)):
@@ -205,27 +195,28 @@ def run(config: Config, ctx: RunContext) -> dict:
             scores = evaluate(state.replace(opt_state=None), eval_step, test_loader.epoch(0))
             out = {f"test_{k}": v for k, v in scores.items()}
             if name == "backprop":
-                diffs.append(float(grad_diff(state.params)))
-                out["grad_diff"] = diffs[-1]
+                out["grad_diff"] = float(grad_diff(state.params))
             return out
 
         def on_step(state, means, name=name):
             stats = effective_step_from_state(state.opt_state) if name == "backprop" else {}
             if "k_median_abs" in stats:  # Adam's effective step, per step (thesis annex G)
-                stats = {k: float(v) for k, v in stats.items()}
-                k_trace.append((int(state.step), stats["k_median_abs"]))
-                ctx.metrics.log(step=int(state.step), model=name, **stats)
+                ctx.metrics.log(step=int(state.step), model=name, **{k: float(v) for k, v in stats.items()})
 
         loader = ArrayLoader(arrays, config.batch_size, shuffle=True, seed=ctx.seed)
         state, history = fit(
             state, make_train_step(loss_fn, tx), loader, epochs=config.epochs, eval_fn=eval_fn,
-            metrics=_Tagged(ctx.metrics, name), log_every=1 if name == "backprop" else 50,
-            progress=ctx.progress, desc=name, on_step=on_step,
+            metrics=ctx.metrics.tagged(model=name), checkpointer=ctx.checkpointer(name),
+            log_every=1 if name == "backprop" else 50, progress=ctx.progress, desc=name, on_step=on_step,
         )
         results[name] = (model, state.params, history)
 
+    # The K trace is read back from metrics.jsonl, which holds every step of a resumed run too.
+    k_trace = [(int(line["step"]), float(line["k_median_abs"]))
+               for line in read_metrics(ctx.out / "metrics.jsonl", model="backprop") if "k_median_abs" in line]
     _figures(ctx, config, results, x_test, labels_test, k_trace)
     (_, p_hand, h_hand), (_, p_auto, h_auto), (_, _, h_lin) = results.values()
+    diffs = [initial_diff] + [h["val_grad_diff"] for h in h_hand]  # fit prefixes eval results with val_
     param_diff = float(_max_abs_diff(p_hand, p_auto))
     summary = {
         "accuracy_backprop": h_hand[-1]["test_accuracy"],

@@ -200,7 +200,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     from nnjax.data.mnist import mnist_arrays
     from nnjax.models.cnn import build_model, init_variables
     from nnjax.nn.optim import adam, effective_step_from_state
-    from nnjax.train.checkpoint import Checkpointer, save_model
+    from nnjax.train.checkpoint import save_model
     from nnjax.train.fit import fit
     from nnjax.train.freeze import count_params
     from nnjax.train.precision import with_compute_dtype
@@ -240,7 +240,7 @@ def run(config: Config, ctx: RunContext) -> dict:
         result = evaluate(state, eval_step, test_loader.epoch(0))
         return {f"test_{k}": v for k, v in result.items()}
 
-    checkpointer = Checkpointer(ctx.out / "train_state", every_steps=len(train_loader), keep=1)
+    checkpointer = ctx.checkpointer("train")
     state, history = fit(state, train_step, train_loader, epochs=epochs, eval_fn=eval_fn, metrics=ctx.metrics,
                          checkpointer=checkpointer, log_every=config.log_every, progress=ctx.progress,
                          desc=f"mnist {config.recipe}/{config.model}")
@@ -257,7 +257,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     predictions = probabilities.argmax(-1)
     _figures(ctx, config, state.params, x_test, y_test, predictions)
 
-    epoch_records = epoch_history(ctx.out / "metrics.jsonl")  # also the epochs before a resume
+    epoch_records = history  # every epoch, those before a resume included (saved with the checkpoints)
     accuracies = [r.get("test_accuracy", math.nan) for r in epoch_records]
     best = int(np.nanargmax(accuracies)) if accuracies else 0
     step_ms = [h["step_ms"] for h in history if "step_ms" in h]
@@ -279,29 +279,12 @@ def run(config: Config, ctx: RunContext) -> dict:
     }
 
 
-def epoch_history(metrics_path: Path) -> list[dict]:
-    """The per-epoch records (``train_*``, ``test_*``) of a run's ``metrics.jsonl``, one per epoch."""
-    import json
-
-    by_epoch = {}
-    if metrics_path.is_file():
-        for line in metrics_path.read_text().splitlines():
-            record = json.loads(line)
-            if "test_accuracy" in record and "epoch" in record:
-                by_epoch[int(record["epoch"])] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 def training_curve(metrics_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(steps, loss, median |K|)`` from the per-block lines of a run's ``metrics.jsonl`` (resumed runs too)."""
-    import json
+    from nnjax.train.metrics import read_metrics
 
-    rows = {}
-    if metrics_path.is_file():
-        for line in metrics_path.read_text().splitlines():
-            record = json.loads(line)
-            if "loss" in record and "k_median_abs" in record and "step" in record:
-                rows[int(record["step"])] = (float(record["loss"]), float(record["k_median_abs"]))
+    rows = {int(r["step"]): (float(r["loss"]), float(r["k_median_abs"])) for r in read_metrics(metrics_path)
+            if "loss" in r and "k_median_abs" in r and "step" in r}
     steps = np.asarray(sorted(rows), dtype=np.int64)
     values = np.asarray([rows[s] for s in steps], dtype=np.float64).reshape(-1, 2)
     return steps, values[:, 0], values[:, 1]
@@ -332,10 +315,14 @@ def _figures(ctx: RunContext, config: Config, params: dict, x_test: np.ndarray, 
 
 
 def _load(checkpoint_dir: Path):
-    from nnjax.models.cnn import build_model
+    from nnjax.models.cnn import build_model, init_variables
     from nnjax.train.checkpoint import load_model
 
-    variables, meta = load_model(checkpoint_dir, expected_model=MODEL_NAME)
+    def template(meta: dict) -> dict:
+        model = build_model(meta.get("architecture", "thesis"))
+        return jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0)))
+
+    variables, meta = load_model(checkpoint_dir, expected_model=MODEL_NAME, template=template)
     model = build_model(meta.get("architecture", "thesis"))
     return model, {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}, meta
 
@@ -358,22 +345,35 @@ def evaluate_checkpoint(checkpoint_dir: Path) -> dict:
 
 
 def predict_images(checkpoint_dir: Path, inputs: list[str]) -> list[dict]:
-    """The digit and its probability for each image path (28x28 or larger, any background)."""
+    """The digit and its probability for each image path (28x28 or larger, any background); an
+    unreadable input gets a row with its ``error`` (see :mod:`nnjax.data.inputs`)."""
+    from nnjax.data.inputs import read_each
     from nnjax.data.mnist import load_digit_image
 
-    images = np.stack([load_digit_image(path) for path in inputs])
     model, variables, meta = _load(Path(checkpoint_dir))
+    images, positions, results = read_each(inputs, load_digit_image)
     probabilities = predict_probabilities(model, variables, images, dtype=meta.get("dtype", "float32"))
-    results = []
-    for path, probs in zip(inputs, probabilities, strict=False):
+    for i, probs in zip(positions, probabilities, strict=True):
         order = np.argsort(probs)[::-1][:3]
-        results.append({
-            "input": str(path),
+        results[i] = {
+            "input": str(inputs[i]),
             "digit": int(order[0]),
             "probability": round(float(probs[order[0]]), 4),
             "top3": [{"digit": int(d), "probability": round(float(probs[d]), 4)} for d in order],
-        })
+        }
     return results
+
+
+def fingerprint(config: Config) -> dict[str, str]:
+    """The data the run reads: the IDX files are checked against fixed sha256 digests when read,
+    so their digests are the fingerprint; tfds names its data set."""
+    import hashlib
+
+    from nnjax.data.mnist import FILES
+
+    if config.source == "tfds":
+        return {"mnist": "tfds:mnist"}
+    return {"mnist": hashlib.sha256("".join(sorted(FILES.values())).encode()).hexdigest()}
 
 
 def requires() -> str | None:
@@ -402,5 +402,6 @@ register(
         evaluate=evaluate_checkpoint,
         predict=predict_images,
         requires=requires,
+        fingerprint=fingerprint,
     )
 )

@@ -29,6 +29,7 @@ occur verbatim in the training split). Figure: the normalised confusion matrix (
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -160,7 +161,7 @@ def _hidden_buckets(buckets, outputs):
 
 def _train(params, model, mask, loader, eval_fn, kind, start, epochs, lr, ctx, stage, seed, dtype):
     """The shared fit loop over one partition (``mask``) with Adam, computing in ``dtype`` (float32 master
-    parameters); returns ``(state, history)``."""
+    parameters), checkpointed in ``out/train_state/STAGE`` (a rerun resumes it); returns ``(state, history)``."""
     import jax
     import optax
 
@@ -172,18 +173,9 @@ def _train(params, model, mask, loader, eval_fn, kind, start, epochs, lr, ctx, s
     tx = optax.adam(lr)
     state = create_train_state(params, tx, rng=jax.random.key(seed), trainable=mask)
     step = make_train_step(with_compute_dtype(_loss_fn(model, kind, start), dtype), tx, trainable=mask)
-    return fit(state, step, loader, epochs=epochs, eval_fn=eval_fn, metrics=_Tagged(ctx.metrics, stage),
-               progress=ctx.progress, desc=stage, log_every=100)
-
-
-class _Tagged:
-    """Adds ``stage=NAME`` to every line a fit loop logs (two stages share metrics.jsonl)."""
-
-    def __init__(self, writer: Any, stage: str):
-        self.writer, self.stage = writer, stage
-
-    def log(self, **values: Any) -> None:
-        self.writer.log(stage=self.stage, **values)
+    return fit(state, step, loader, epochs=epochs, eval_fn=eval_fn, metrics=ctx.metrics.tagged(stage=stage),
+               checkpointer=ctx.checkpointer(stage, trainable=mask), progress=ctx.progress, desc=stage,
+               log_every=100)
 
 
 def _scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -230,7 +222,7 @@ def run(config: Config, ctx: RunContext) -> dict:
         unbucket,
     )
     from nnjax.models.bert import frozen_prefix_layers, trainable_pattern
-    from nnjax.models.hf_checkpoint import default_pooling, load_pretrained, read_config, resolve_source
+    from nnjax.models.hf_checkpoint import default_pooling, load_pretrained, read_config
     from nnjax.train.freeze import param_summary, path_mask
     from nnjax.train.metrics import binary_report, confusion_matrix
     from nnjax.train.precision import cast_floats, parse_dtype
@@ -239,7 +231,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     data = load_sms_spam()
     data = data.subset(subsample(data.labels, config.limit, ctx.seed)) if config.limit else data
     splits = dict(zip(("train", "val", "test"), stratified_split(data.labels, seed=ctx.seed), strict=True))
-    source = resolve_source(config.model)
+    source = _resolve_source(config.model)
     pooling = default_pooling(source.folder) if config.pooling == "auto" else config.pooling
     model_type = read_config(source.folder).get("model_type", "")
     head = resolve_head(config.head, pooling, model_type)
@@ -253,26 +245,34 @@ def run(config: Config, ctx: RunContext) -> dict:
     _lap(times, "tokenize_seconds")
 
     # The frozen lower part runs once, in inference mode, over all messages (one compile per bucket),
-    # in the compute dtype; the pooled vectors are kept as float32 (bfloat16 values, exactly).
+    # in the compute dtype; the pooled vectors (and the hidden states at the boundary) are kept as
+    # float32 (bfloat16 values, exactly) in the run folder, so a resumed run does not encode again.
     dtype = parse_dtype(config.dtype)
     compute_params = cast_floats(params, dtype)
     frozen = frozen_prefix_layers(config.train, enc.num_layers, config.top_k)
     stop = enc.num_layers if frozen is None else frozen
     budget = config.token_budget
-    if stop == enc.num_layers:
-        pooled_fn = jax.jit(lambda p, b: model.apply({"params": p}, b["input_ids"], b["attention_mask"],
-                                                     method="pooled"))
-        pooled = apply_buckets(lambda b: pooled_fn(compute_params, b), everything, token_budget=budget)
-    else:
+
+    def encode() -> dict[str, np.ndarray]:
+        if stop == enc.num_layers:
+            pooled_fn = jax.jit(lambda p, b: model.apply({"params": p}, b["input_ids"], b["attention_mask"],
+                                                         method="pooled"))
+            pooled = apply_buckets(lambda b: pooled_fn(compute_params, b), everything, token_budget=budget)
+            return {"features": np.asarray(unbucket(pooled, everything, len(data)), np.float32)}
         hidden_fn = jax.jit(lambda p, b: model.apply({"params": p}, b["input_ids"], b["attention_mask"],
                                                      stop=stop, method="hidden"))
         top_fn = jax.jit(lambda p, b: model.apply({"params": p}, b["hidden"], b["attention_mask"], start=stop,
                                                   method="pooled_from_hidden"))
-        everything_hidden = _hidden_buckets(
-            everything, apply_buckets(lambda b: hidden_fn(compute_params, b), everything, token_budget=budget))
-        pooled = apply_buckets(lambda b: top_fn(compute_params, b), everything_hidden, token_budget=budget,
-                               keys=("hidden", "attention_mask"))
-    all_features = np.asarray(unbucket(pooled, everything, len(data)), np.float32)
+        hidden = apply_buckets(lambda b: hidden_fn(compute_params, b), everything, token_budget=budget)
+        pooled = apply_buckets(lambda b: top_fn(compute_params, b), _hidden_buckets(everything, hidden),
+                               token_budget=budget, keys=("hidden", "attention_mask"))
+        return {"features": np.asarray(unbucket(pooled, everything, len(data)), np.float32),
+                **{f"hidden_{i}": np.asarray(h, np.float32) for i, h in enumerate(hidden)}}
+
+    encoded = ctx.cached("encoder_outputs", encode)
+    all_features = encoded["features"]
+    if stop != enc.num_layers:
+        everything_hidden = _hidden_buckets(everything, [encoded[f"hidden_{i}"] for i in range(len(everything))])
     features = {name: all_features[index] for name, index in splits.items()}
     labels = {name: data.labels[index] for name, index in splits.items()}
     _lap(times, "encode_seconds")
@@ -384,8 +384,8 @@ def _export(folder: Path, params: Any, pre: Any, source: Any, config: Config, ma
         "seed": seed,
         "limit": config.limit,
     }
-    save_model(folder, {"params": params}, meta)
-    pre.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    save_model(folder, {"params": params}, meta, extra=lambda staging: pre.tokenizer.save_pretrained(
+        str(staging / "tokenizer")))
     return meta
 
 
@@ -465,6 +465,29 @@ def evaluate(checkpoint_dir: Path) -> dict:
             "spam_recall": report["recall"], "spam_f1": report["f1"], "test_size": int(len(test))}
 
 
+@functools.cache
+def _resolve_source(spec: str) -> Any:
+    """The checkpoint ``--model`` names, resolved once per process (the fingerprint and the run
+    must see the same one, and a hub look-up is slow)."""
+    from nnjax.models.hf_checkpoint import resolve_source
+
+    return resolve_source(spec)
+
+
+def fingerprint(config: Config) -> dict[str, str]:
+    """The messages file's sha256 and the encoder checkpoint's (which ``--model auto`` may resolve
+    to the hub's DistilBERT or the offline MiniLM)."""
+    from nnjax.data.fingerprint import file_digest
+    from nnjax.data.sms_spam import locate_sms_spam
+
+    try:
+        data = file_digest(locate_sms_spam(download_if_missing=False))
+    except NnjaxError:
+        data = "to be downloaded (UCI)"
+    source = _resolve_source(config.model)
+    return {"sms_spam": data, "encoder": f"{source.name}:{source.sha256}"}
+
+
 def requires() -> str | None:
     """A sentence when the messages are missing and cannot be downloaded (the model is checked at run time:
     ``--model`` may name a local folder)."""
@@ -497,5 +520,6 @@ register(
         evaluate=evaluate,
         predict=predict,
         requires=requires,
+        fingerprint=fingerprint,
     )
 )

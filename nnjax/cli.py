@@ -52,9 +52,47 @@ def _add_config_options(parser: argparse.ArgumentParser, config_cls: type) -> No
                            metavar=kind.__name__.upper(), help=help_text)
 
 
+MAX_SEED = 2**31 - 1
+
+
+def seed_value(text: str) -> int:
+    """``--seed``: an integer in [0, 2**31 - 1] (what every PRNG key and NumPy generator accepts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"--seed must be between 0 and {MAX_SEED}, got {value}")
+    return value
+
+
+def _seconds_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _folder_options(parser: argparse.ArgumentParser) -> None:
+    """``--resume`` / ``--overwrite``: what to do with an earlier run in the output folder."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", dest="mode", action="store_const", const="resume",
+                       help="continue the unfinished run in the output folder (an error when there is none); "
+                            "without this flag the same run is continued and a different one refused")
+    group.add_argument("--overwrite", dest="mode", action="store_const", const="overwrite",
+                       help="delete the earlier run in the output folder and start afresh")
+    parser.set_defaults(mode="auto")
+    parser.add_argument("--checkpoint-seconds", type=_seconds_value, default=10.0, metavar="S",
+                        help="epoch-end checkpoints at least S seconds apart; 0: every epoch (default: 10)")
+
+
 def _common_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="seed for every PRNG key (default: 0)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed for every PRNG key (default: 0)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/EXPERIMENT)")
+    _folder_options(parser)
     profile = parser.add_mutually_exclusive_group()
     profile.add_argument("--quick", action="store_true", help="the quick profile: small, minutes or less")
     profile.add_argument("--full", action="store_true", help="the thesis's settings (the default)")
@@ -74,9 +112,16 @@ def enable_compile_cache(folder: str | None) -> None:
     folder = folder or os.environ.get("NNJAX_COMPILATION_CACHE")
     if not folder:
         return
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise NnjaxError(f"--compile-cache {folder!r} is a file; give a folder for the compilation cache.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NnjaxError(f"Cannot create the compilation cache folder {folder!r} ({err.strerror}); "
+                         "give a writable --compile-cache folder.") from None
     import jax
 
-    Path(folder).mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(Path(folder).absolute()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -122,7 +167,8 @@ def _cmd_run(argv: Sequence[str]) -> int:
     if reason:
         raise NnjaxError(reason)
     out = args.out or f"runs/{exp.name}"
-    summary = run_experiment(exp, config, out, seed=args.seed, progress=not args.no_progress)
+    summary = run_experiment(exp, config, out, seed=args.seed, progress=not args.no_progress, mode=args.mode,
+                             checkpoint_seconds=args.checkpoint_seconds)
     print(json.dumps(summary, indent=2))
     print(f"wrote {Path(out) / 'summary.json'}")
     return 0
@@ -156,7 +202,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     inputs = list(args.inputs) + ([args.csv] if args.csv else [])
     if not inputs:
         raise NnjaxError(f"Give at least one input to predict, e.g. `nnjax predict {exp.name} --checkpoint DIR INPUT`.")
-    _print_results(exp.predict(Path(args.checkpoint), inputs), args.json)
+    results = exp.predict(Path(args.checkpoint), inputs)
+    _print_results(results, args.json)
+    failed = [r for r in results if "error" in r]
+    if failed:
+        print(f"{PROG}: {len(failed)} of {len(results)} inputs could not be read (their rows say why).",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -170,6 +222,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         only=args.only,
         seed=args.seed,
         progress=not args.no_progress,
+        mode=args.mode,
+        checkpoint_seconds=args.checkpoint_seconds,
     )
     print(f"wrote {report}")
     return 0
@@ -214,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--full", action="store_true", help="the thesis's full settings")
     p.add_argument("--out", default="runs/reproduce", help="report folder (default: runs/reproduce)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
-    p.add_argument("--seed", type=int, default=0, help="seed for every experiment (default: 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed for every experiment (default: 0)")
+    _folder_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--compile-cache", metavar="DIR", default=None,
                    help="persistent XLA compilation cache folder (opt-in; also NNJAX_COMPILATION_CACHE)")
@@ -241,7 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from nnjax import interrupts
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    interrupts.install()  # SIGTERM ends a run like Ctrl-C: one line, checkpoints kept
     try:
         if argv and argv[0] == "run":
             return _cmd_run(argv[1:])
@@ -259,9 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NnjaxError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; completed checkpoints are kept.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signal_name = str(err) or "SIGINT"
+        print(f"{PROG}: interrupted ({signal_name}); completed checkpoints are kept — rerun the same command to "
+              "resume.", file=sys.stderr)
+        return 143 if signal_name == "SIGTERM" else 130
 
 
 if __name__ == "__main__":

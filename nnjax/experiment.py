@@ -9,8 +9,12 @@ An experiment is one file in ``experiments/`` that calls :func:`register` with
 * optionally ``evaluate`` / ``predict`` hooks for ``nnjax eval`` / ``nnjax predict``.
 
 The framework, not the experiment, writes ``summary.json`` (headline metrics plus
-``seconds`` and ``device``), ``config.json`` (the resolved config) and
-``metrics.jsonl`` (through :attr:`RunContext.metrics`) into the run's ``--out`` folder.
+``seconds`` and ``device``), ``config.json`` (the resolved config), ``run.json`` (what
+defines the run, see :mod:`nnjax.run_folder`) and ``metrics.jsonl`` (through
+:attr:`RunContext.metrics`) into the run's ``--out`` folder. Experiments train through
+:meth:`RunContext.checkpointer` and cache expensive intermediate arrays through
+:meth:`RunContext.cached`, so a killed run rerun with the same command ends with the
+results of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import pkgutil
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +50,9 @@ class Experiment:
       requires: ``requires() -> str | None``; a sentence saying what is missing (data,
         weights) and how to get it, or None when the experiment can run. ``nnjax
         reproduce`` skips experiments that return a reason.
+      fingerprint: ``fingerprint(config) -> dict[str, str]``: name -> sha256 of each data set
+        and weight file the run reads (recorded in ``run.json``; a rerun on other data is
+        refused instead of resumed). None for experiments whose data the config generates.
     """
 
     name: str
@@ -56,6 +64,7 @@ class Experiment:
     evaluate: Callable[[Path], dict] | None = None
     predict: Callable[[Path, list[str]], list[dict]] | None = None
     requires: Callable[[], str | None] | None = None
+    fingerprint: Callable[[Any], dict[str, str]] | None = None
 
     def make_config(self, profile: str = "full", **overrides: Any) -> Any:
         """The config for a profile (``"quick"`` or ``"full"``) with explicit overrides."""
@@ -68,6 +77,11 @@ class Experiment:
                 f"Experiment {self.name!r} has no option {unknown[0]!r}; "
                 f"its options are: {', '.join(sorted(known))}."
             )
+        for field in dataclasses.fields(self.config):
+            value = values.get(field.name, field.default)
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = "--" + field.name.replace("_", "-")
+                raise NnjaxError(f"{flag} must be a finite number, got {value}; give a real value.")
         return self.config(**values)
 
 
@@ -120,9 +134,11 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
+        value = value.item()
+    elif hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON has no NaN / Infinity
     return value
 
 
@@ -149,13 +165,18 @@ class RunContext:
       seed: the run's seed; derive every PRNG key from it.
       metrics: a :class:`MetricsWriter` appending to ``out/metrics.jsonl``.
       progress: whether to show progress bars.
+      resumed: whether this process continues an unfinished run of the same definition.
+      checkpoint_seconds: epoch-end checkpoints are at least this many seconds apart (0: every epoch).
     """
 
-    def __init__(self, out: str | Path, seed: int = 0, progress: bool = True):
+    def __init__(self, out: str | Path, seed: int = 0, progress: bool = True, *, resumed: bool = False,
+                 checkpoint_seconds: float = 10.0):
         self.out = prepare_out_dir(out)
         self.seed = int(seed)
         self.progress = progress
-        self.metrics = MetricsWriter(self.out / "metrics.jsonl")
+        self.resumed = resumed
+        self.checkpoint_seconds = float(checkpoint_seconds)
+        self.metrics = MetricsWriter(self.out / "metrics.jsonl", resume=resumed)
         self.figures: list[Path] = []
 
     def path(self, name: str) -> Path:
@@ -163,6 +184,44 @@ class RunContext:
         target = self.out / name
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
+
+    def checkpointer(self, stage: str = "train", *, trainable: Any = None, every_steps: int | None = None):
+        """The :class:`~nnjax.train.checkpoint.Checkpointer` of one training stage, in
+        ``out/train_state/STAGE``; pass it to ``fit`` so the stage resumes after a kill.
+
+        ``trainable``: the stage's bool mask, so only trainable parameters are written.
+        """
+        from nnjax.train.checkpoint import Checkpointer
+
+        return Checkpointer(self.out / "train_state" / stage, every_steps=every_steps,
+                            every_seconds=self.checkpoint_seconds, trainable=trainable)
+
+    def cached(self, name: str, compute: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+        """``compute()``'s arrays (a dict of NumPy arrays), kept in ``out/cache/NAME.npz``.
+
+        The first call computes and saves them (atomically); a resumed run loads the same
+        bits instead of recomputing (e.g. a frozen backbone's features). A damaged cache
+        file is recomputed with a one-line warning.
+        """
+        import sys
+
+        import numpy as np
+
+        from nnjax import atomic
+
+        target = self.out / "cache" / f"{name}.npz"
+        if target.is_file():
+            try:
+                with np.load(target, allow_pickle=False) as stored:
+                    return {key: stored[key] for key in stored.files}
+            except (OSError, ValueError, EOFError) as err:
+                print(f"nnjax: warning: the cached {name!r} in {str(target)!r} is damaged ({err}); recomputing it.",
+                      file=sys.stderr)
+        arrays = {key: np.asarray(value) for key, value in compute().items()}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic.staged_file(target) as tmp:
+            np.savez(tmp, **arrays)
+        return arrays
 
     def save_figure(self, fig: Any, name: str, dpi: int = 120) -> Path:
         """Save a matplotlib figure as ``out/NAME`` (PNG unless NAME says otherwise), close it."""
@@ -180,16 +239,17 @@ class RunContext:
         return Path(path)
 
 
-def _compile_seconds(metrics_path: Path) -> float:
-    """Total first-step (compile) seconds that ``fit`` logged as ``{"event": "compile"}`` lines."""
-    total = 0.0
-    if metrics_path.is_file():
-        for line in metrics_path.read_text().splitlines():
-            if '"compile"' in line:
-                record = json.loads(line)
-                if record.get("event") == "compile":
-                    total += float(record.get("compile_s", 0.0))
-    return total
+def run_definition(experiment: Experiment, config: Any, seed: int) -> dict[str, Any]:
+    """What defines a run: experiment, seed, resolved config, nnjax code version, data fingerprints."""
+    from nnjax.run_folder import code_version
+
+    return {
+        "experiment": experiment.name,
+        "seed": int(seed),
+        "config": _jsonable(dataclasses.asdict(config)),
+        "code": code_version(),
+        "data": dict(experiment.fingerprint(config)) if experiment.fingerprint else {},
+    }
 
 
 def run_experiment(
@@ -198,30 +258,61 @@ def run_experiment(
     out: str | Path,
     seed: int = 0,
     progress: bool = True,
+    *,
+    mode: str = "auto",
+    checkpoint_seconds: float = 10.0,
 ) -> dict:
-    """Run one experiment and write ``config.json``, ``metrics.jsonl``, ``summary.json``.
+    """Run one experiment in the folder ``out``, which it owns, and return the summary dict.
 
-    Returns the summary dict (headline metrics, ``seconds``, ``device``, ``figures``).
+    Writes ``run.json``, ``config.json``, ``metrics.jsonl`` and ``summary.json`` (headline
+    metrics, ``seconds`` and ``compile_s`` of this process, ``device``, ``figures``).
+    ``mode`` (see :func:`nnjax.run_folder.claim`): ``"auto"`` starts, resumes the same
+    unfinished run or reports the same finished one, and refuses a different run;
+    ``"resume"`` insists on a run to continue; ``"overwrite"`` starts afresh.
     """
+    import sys
+
     import jax
 
-    ctx = RunContext(out, seed=seed, progress=progress)
-    resolved = {"experiment": experiment.name, "seed": ctx.seed, **dataclasses.asdict(config)}
-    (ctx.out / "config.json").write_text(json.dumps(_jsonable(resolved), indent=2) + "\n")
-    start = time.perf_counter()
+    from nnjax import atomic
+    from nnjax.run_folder import claim
+
+    if jax.process_count() > 1 and jax.process_index() > 0:
+        out = Path(out) / f"process-{jax.process_index()}"  # each process owns its own folder
+    definition = run_definition(experiment, config, seed)
+    folder = claim(out, definition, mode)  # type: ignore[arg-type]
+    ctx = None
     try:
+        if folder.status == "complete" and (folder.path / "summary.json").is_file():
+            print(f"{experiment.name}: {str(folder.path)!r} already holds this finished run; nothing to train "
+                  "(pass --overwrite to run it again).", file=sys.stderr)
+            return json.loads((folder.path / "summary.json").read_text())
+        resumed = folder.status in ("resume", "complete")
+        folder.begin()
+        if resumed:
+            print(f"{experiment.name}: continuing the unfinished run in {str(folder.path)!r} "
+                  f"(attempt {folder.attempt}).", file=sys.stderr)
+        atomic.write_json(folder.path / "config.json", {"experiment": experiment.name, "seed": int(seed),
+                                                        **definition["config"]})
+        ctx = RunContext(folder.path, seed=seed, progress=progress, resumed=resumed,
+                         checkpoint_seconds=checkpoint_seconds)
+        start = time.perf_counter()
         headline = experiment.run(config, ctx)
+        seconds = time.perf_counter() - start
+        device = jax.devices()[0]
+        compile_s = ctx.metrics.compile_seconds
+        summary = {
+            **_jsonable(headline),
+            **({"compile_s": round(compile_s, 2)} if compile_s else {}),
+            "seconds": round(seconds, 2) if "seconds" not in headline else _jsonable(headline["seconds"]),
+            "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+            "figures": [str(p.relative_to(ctx.out)) if p.is_relative_to(ctx.out) else str(p) for p in ctx.figures],
+            **({"attempts": folder.attempt} if folder.attempt > 1 else {}),
+        }
+        atomic.write_json(folder.path / "summary.json", summary)
+        folder.finish(seconds)
+        return summary
     finally:
-        ctx.metrics.close()
-    seconds = time.perf_counter() - start
-    device = jax.devices()[0]
-    compile_s = _compile_seconds(ctx.out / "metrics.jsonl")
-    summary = {
-        **_jsonable(headline),
-        **({"compile_s": round(compile_s, 2)} if compile_s else {}),
-        "seconds": round(seconds, 2) if "seconds" not in headline else _jsonable(headline["seconds"]),
-        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
-        "figures": [str(p.relative_to(ctx.out)) if p.is_relative_to(ctx.out) else str(p) for p in ctx.figures],
-    }
-    (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+        if ctx is not None:
+            ctx.metrics.close()
+        folder.release()

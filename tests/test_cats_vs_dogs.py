@@ -155,7 +155,9 @@ def test_experiment_end_to_end_and_predict(real_data_dir, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("no image")
     results = predict(tmp_path / "run" / "checkpoint", [str(p) for p in photos] + [str(bad)])
-    assert [r["label"] for r in results[2:]] == ["unreadable"]
+    assert "error" in results[2] and "label" not in results[2] and results[2]["input"] == str(bad)
+    with pytest.raises(NnjaxError, match="None of the 1 image inputs could be read"):
+        predict(tmp_path / "run" / "checkpoint", [str(bad)])
     for r in results[:2]:
         assert r["label"] in ("cat", "dog") and 0.5 <= r["probability"] <= 1.0
     with pytest.raises(NnjaxError, match="holds no exported model"):

@@ -46,7 +46,13 @@ def fit(
     """Train for ``epochs`` passes over ``loader`` and return ``(state, history)``.
 
     * Resumes: when ``checkpointer`` holds a checkpoint, training continues from it,
-      skipping the batches already seen, so the result equals an uninterrupted run.
+      skipping the batches already seen, so the result equals an uninterrupted run; the
+      returned history holds every epoch, those before the resume included (they are saved
+      with the checkpoint), and ``metrics`` is cut back to the checkpoint's offset so that
+      no line is written twice.
+    * Checkpoints: at epoch ends (``checkpointer.every_seconds`` apart; the last epoch
+      always) and mid-epoch every ``checkpointer.every_steps`` steps, each after the epoch's
+      metrics are logged, so a kill between the two loses nothing.
     * Logs: every ``log_every`` steps the mean of the step metrics goes to ``metrics``
       (``{"step", "epoch", "loss", ...}``) and the progress bar; each epoch adds a line
       with ``train_*`` means, ``eval_fn(state)`` results (prefixed ``val_`` unless
@@ -59,18 +65,30 @@ def fit(
       over all of them and the state replicated (``mesh``: None = automatic, False = off,
       or a ``jax.sharding.Mesh``); results equal the one-device run's up to float rounding.
     """
+    import sys
+
     mesh = use_data_parallel(mesh)
     steps_per_epoch = len(loader)
+    total_steps = epochs * steps_per_epoch
+    history: list[dict[str, float]] = []
+    resumed_totals: dict[str, float] = {}
     if checkpointer is not None and checkpointer.latest_step() is not None:
-        state = checkpointer.restore(state)
+        state, progress = checkpointer.restore_with_progress(state)
+        history = list(progress.get("history", []))
+        resumed_totals = dict(progress.get("totals", {}))
+        if metrics is not None and "metrics_offset" in progress:
+            metrics.restore_to(int(progress["metrics_offset"]))
+        done = int(state.step)
+        note = "already trained; restored from its checkpoint" if done >= total_steps else \
+            f"resuming from step {done} of {total_steps}"
+        print(f"{desc}: {note}", file=sys.stderr)
     if mesh is not None:
         state = replicate(state, mesh)
     done = int(state.step)
     host_step = done
     start_epoch, offset = divmod(done, steps_per_epoch)
-    history: list[dict[str, float]] = []
     pending: list[tuple[int, dict]] = []
-    bar = _progress_bar(epochs * steps_per_epoch, min(done, epochs * steps_per_epoch), desc, progress)
+    bar = _progress_bar(total_steps, min(done, total_steps), desc, progress)
     compile_s = None
 
     def flush(epoch: int, totals: dict[str, float]) -> None:
@@ -98,11 +116,17 @@ def fit(
         if on_step is not None:
             on_step(state, means)
 
+    def save(totals: dict[str, float]) -> None:
+        """Checkpoint ``state`` with the epoch history, the open epoch's sums and the metrics offset."""
+        record = {"history": history, "totals": totals,
+                  "metrics_offset": metrics.offset() if metrics is not None else 0}
+        checkpointer.save(state, progress=record, force=True)
+
     try:
         for epoch in range(start_epoch, epochs):
-            totals: dict[str, float] = {}
-            timed_steps, timed_since = 0, None
             first = epoch == start_epoch
+            totals: dict[str, float] = dict(resumed_totals) if first and offset else {}
+            timed_steps, timed_since = 0, None
             for batch in loader.epoch(epoch, start=offset if first else 0):
                 if mesh is not None:
                     batch = shard_batch(batch, mesh)
@@ -120,11 +144,11 @@ def fit(
                 host_step += 1  # counted on the host: reading state.step would wait for the device
                 pending.append((host_step, step_metrics))
                 bar.update(1)
-                due = checkpointer is not None and checkpointer.due(host_step)
+                due = checkpointer is not None and checkpointer.due(host_step) and host_step % steps_per_epoch
                 if len(pending) >= log_every or due:
                     flush(epoch, totals)
                 if due:
-                    checkpointer.save(state)
+                    save(totals)
             flush(epoch, totals)
             jax.block_until_ready(state.params)
             count = max(totals.pop("_count", 0.0), 1.0)
@@ -136,12 +160,14 @@ def fit(
                 record["compile_s"] = compile_s
             if eval_fn is not None:
                 for k, v in eval_fn(state).items():
-                    record[k if k.startswith(("val_", "test_")) else f"val_{k}"] = v
+                    record[k if k.startswith(("val_", "test_")) else f"val_{k}"] = v.item() if hasattr(v, "item") else v
             history.append(record)
             if metrics is not None:
                 metrics.log(**record)
-        if checkpointer is not None:
-            checkpointer.save(state, force=True)
+            if checkpointer is not None and (epoch == epochs - 1 or checkpointer.due_at_epoch_end()):
+                save({})
+        if checkpointer is not None and checkpointer.latest_step() != int(state.step):
+            save({})  # e.g. nothing was left to train after a resume from a mid-epoch checkpoint
     finally:
         bar.close()
     return state, history
