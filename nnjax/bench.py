@@ -43,6 +43,12 @@ def run_benchmarks(
     if unknown:
         raise NnjaxError(f"Unknown benchmark {unknown[0]!r}; choose from: {', '.join(names)}.")
     out = Path(out).absolute()
+    page = out / "README.md"
+    if page.exists() and not written_by_bench(page):  # before any benchmark runs: refuse at once
+        raise NnjaxError(
+            f"{page} was not written by `nnjax bench` (it has no nnjax-bench-page marker line), so it is not "
+            "replaced; move it away or give another --out folder."
+        )
     out.mkdir(parents=True, exist_ok=True)
     failures = []
     for name in chosen if run else []:
@@ -51,18 +57,14 @@ def run_benchmarks(
         result = subprocess.run(command, cwd=REPO, env=os.environ.copy())
         if result.returncode != 0:
             failures.append(name)
-    tables = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.name not in MERGED}
-    for md in sorted(out.glob("*.md")):  # tables copied back from another machine without their JSON
-        if md.name != "README.md" and md.with_suffix(".json").name not in tables:
-            tables[md.with_suffix(".json").name] = table_from_markdown(md)
-    sections = [p.read_text() for p in sorted(out.glob("*.md")) if p.name != "README.md"]
+    tables, sections = read_tables(out)
     (out / "all.json").write_text(json.dumps(list(tables.values()), indent=2, default=str) + "\n")
     rows = headline_rows(tables)
     (out / "headlines.json").write_text(json.dumps(rows, indent=2) + "\n")
     headline = _headlines_module().markdown(rows)
-    header = ("# nnjax benchmarks\n\nProduced by `nnjax bench`; each section names its command, machine and "
-              "versions.\n\n## Headlines\n\n" + headline)
-    (out / "README.md").write_text(header + "\n" + "\n".join(sections))
+    header = (f"# nnjax benchmarks\n\n{PAGE_MARK}\n\nProduced by `nnjax bench`; each section names its command, "
+              "machine and versions.\n\n## Headlines\n\n" + headline)
+    page.write_text(header + "\n" + "\n".join(sections))
     if readme is not None:
         replace_block(Path(readme), headline)
     if failures:
@@ -71,6 +73,73 @@ def run_benchmarks(
 
 
 MERGED = ("all.json", "headlines.json")  # written by the merge, not tables
+#: the line that marks ``out/README.md`` as written by ``nnjax bench`` (and so safe to replace).
+PAGE_MARK = "<!-- nnjax-bench-page (written by `nnjax bench`; rewritten on every merge) -->"
+_LEGACY_PAGE_START = "# nnjax benchmarks\n\nProduced by `nnjax bench`;"  # pages written before the marker
+
+
+def written_by_bench(page: Path) -> bool:
+    """Whether ``page`` is a merged page ``nnjax bench`` wrote (it holds :data:`PAGE_MARK`, or starts as the
+    pages written before the marker did)."""
+    try:
+        text = Path(page).read_text(errors="replace")
+    except OSError:
+        return False
+    return PAGE_MARK in text or text.startswith(_LEGACY_PAGE_START)
+
+
+def is_table(payload: object) -> bool:
+    """Whether a parsed JSON file is a benchmark table: an object with a ``title``, an ``env`` object and
+    a ``rows`` list of objects (what ``benchmarks.harness.BenchTable`` writes)."""
+    return (isinstance(payload, dict) and isinstance(payload.get("title"), str)
+            and isinstance(payload.get("env"), dict) and isinstance(payload.get("rows"), list)
+            and all(isinstance(row, dict) for row in payload["rows"]))
+
+
+def _is_markdown_table(text: str) -> bool:
+    lines = text.splitlines()
+    return (any(line.startswith("## ") for line in lines) and any(line.startswith("Command: `") for line in lines)
+            and any(line.startswith("|") for line in lines))
+
+
+def read_tables(out: Path) -> tuple[dict[str, dict], list[str]]:
+    """The benchmark tables in ``out`` (JSON file name -> payload) and the Markdown sections of the page.
+
+    A ``.json`` file that is not a table (or not valid JSON) and a ``.md`` file that is not a
+    benchmark's table are skipped with a one-line note; a table whose JSON did not travel is read
+    back from its Markdown (:func:`table_from_markdown`).
+    """
+    tables: dict[str, dict] = {}
+    for path in sorted(Path(out).glob("*.json")):
+        if path.name in MERGED:
+            continue
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            print(f"nnjax bench: note: skipping {path.name}: not readable JSON ({type(err).__name__}).",
+                  file=sys.stderr, flush=True)
+            continue
+        if not is_table(payload):
+            print(f"nnjax bench: note: skipping {path.name}: not a benchmark table (no title, env and rows).",
+                  file=sys.stderr, flush=True)
+            continue
+        tables[path.name] = payload
+    sections = []
+    for md in sorted(Path(out).glob("*.md")):
+        if md.name == "README.md":
+            continue
+        try:
+            text = md.read_text()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if not _is_markdown_table(text):
+            print(f"nnjax bench: note: skipping {md.name}: not a benchmark table (no ## title, Command: line "
+                  "and table).", file=sys.stderr, flush=True)
+            continue
+        sections.append(text)
+        if md.with_suffix(".json").name not in tables:  # a table copied back from another machine without its JSON
+            tables[md.with_suffix(".json").name] = table_from_markdown(md)
+    return tables, sections
 MARK_BEGIN = "<!-- bench-headlines:begin (written by `nnjax bench`; do not edit) -->"
 MARK_END = "<!-- bench-headlines:end -->"
 

@@ -19,7 +19,7 @@ import importlib.util
 import json
 import os
 import re
-import warnings
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,22 +120,71 @@ def _folder_source(folder: Path) -> CheckpointSource:
     return CheckpointSource(folder, str(folder), "folder", sha256_of(_weights_file(folder)))
 
 
-def _hub_source(repo_id: str, timeout: float = 10.0) -> CheckpointSource:
-    """Download (or reuse the cache of) a hub repository; the LFS blob name is its sha256, checked here."""
-    from nnjax.data.paths import sha256_of
+class HubUnavailableError(DataNotFoundError):
+    """A hub repository could not be fetched (nor found in the cache); ``reason`` says why, in a few words."""
 
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout)))  # read when huggingface_hub is imported
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(timeout)))
+    def __init__(self, repo_id: str, reason: str):
+        self.repo_id, self.reason = repo_id, reason
+        super().__init__(
+            f"Could not get {repo_id!r} from the Hugging Face hub ({reason}); check the network, "
+            "or use the offline model with --model minilm or a local folder."
+        )
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_source(repo_id: str, timeout: float | None = None) -> CheckpointSource:
+    """Download (or reuse the cache of) a hub repository; the LFS blob name is its sha256, checked here.
+
+    Every wait is bounded in total, not only per socket operation (huggingface_hub's own HTTP
+    client has no time-out for ``repo_info``): the look-up of the repository gets ``timeout``
+    seconds (default :func:`~nnjax.data.paths.network_timeout`, 15 s, ``$NNJAX_NETWORK_TIMEOUT``),
+    the download of its files :func:`~nnjax.data.paths.download_timeout` (600 s,
+    ``$NNJAX_DOWNLOAD_TIMEOUT``). When the hub does not answer in time or refuses, a cached copy
+    is used if there is one. ``HF_ENDPOINT`` is read here, at each call (huggingface_hub reads it
+    once, when imported).
+    """
+    from nnjax.data.paths import (
+        DOWNLOAD_TIMEOUT_ENV,
+        NETWORK_TIMEOUT_ENV,
+        NetworkTimeoutError,
+        download_timeout,
+        network_timeout,
+        sha256_of,
+        with_deadline,
+    )
+
+    lookup = network_timeout() if timeout is None else float(timeout)
+    fetch = download_timeout()
+    endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
     try:
-        from huggingface_hub import snapshot_download
-
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=offline))
-    except Exception as err:  # network errors, missing repo, offline mode without cache
-        raise DataNotFoundError(
-            f"Could not get {repo_id!r} from the Hugging Face hub ({type(err).__name__}); "
-            "check the network, or use the offline model with --model minilm or a local folder."
-        ) from None
+        from huggingface_hub import HfApi, snapshot_download
+    except ImportError:
+        raise HubUnavailableError(repo_id, "huggingface_hub is not installed") from None
+    reason = "HF_HUB_OFFLINE is set"
+    online = not _hub_offline()
+    if online:
+        try:  # the repository exists and the hub answers, within the look-up deadline
+            with_deadline(lambda: HfApi(endpoint=endpoint).repo_info(repo_id, timeout=lookup), lookup,
+                          f"the Hugging Face hub look-up of {repo_id!r}")
+        except NetworkTimeoutError:
+            online, reason = False, f"no answer within {lookup:g} s; {NETWORK_TIMEOUT_ENV} sets the wait"
+        except Exception as err:  # unreachable, unknown or gated repository, hub down
+            online, reason = False, type(err).__name__
+    try:
+        if online:
+            folder = Path(with_deadline(
+                lambda: snapshot_download(repo_id, allow_patterns=HUB_FILES, endpoint=endpoint, etag_timeout=lookup),
+                fetch, f"the Hugging Face hub download of {repo_id!r}", env=DOWNLOAD_TIMEOUT_ENV))
+        else:  # the cache only, without the network
+            folder = Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
+    except NetworkTimeoutError:
+        raise HubUnavailableError(repo_id, f"the download did not finish within {fetch:g} s; "
+                                           f"{DOWNLOAD_TIMEOUT_ENV} sets the wait") from None
+    except Exception as err:  # network errors, missing repo, offline without a cached copy
+        raise HubUnavailableError(repo_id, reason if not online else type(err).__name__) from None
     weights = _weights_file(folder)
     digest = sha256_of(weights)
     blob = Path(os.path.realpath(weights)).name
@@ -153,6 +202,10 @@ def resolve_source(spec: str = "auto", *, verify: bool = True) -> CheckpointSour
     ``spec``: ``"auto"`` (the hub's ``distilbert-base-uncased`` when online or cached, else the
     offline MiniLM), ``"minilm"`` / ``"offline"`` (the offline MiniLM), a path to a local folder,
     or a hub repository id such as ``"distilbert-base-uncased"``.
+
+    The hub is asked within bounded waits (see :func:`_hub_source`): for ``"auto"`` a hub that
+    does not answer in time means the offline MiniLM, with a one-line note on stderr saying why;
+    for an explicit hub id it is a DataNotFoundError of one sentence.
     """
     spec = str(spec).strip()
     if spec.lower() in OFFLINE_ALIASES:
@@ -161,19 +214,23 @@ def resolve_source(spec: str = "auto", *, verify: bool = True) -> CheckpointSour
     if path.is_dir():
         return _folder_source(path)
     if spec in ("", "auto"):
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        if not offline:
+        if not _hub_offline():
             try:
                 return _hub_source(DEFAULT_HUB_MODEL)
             except DataNotFoundError as err:
-                warnings.warn(f"{err} Using the offline {MINILM_NAME} instead.", stacklevel=2)
+                why = err.reason if isinstance(err, HubUnavailableError) else str(err).rstrip(".")
+                print(f"nnjax: note: using the offline {MINILM_NAME}, because {DEFAULT_HUB_MODEL!r} could not be "
+                      f"fetched from the Hugging Face hub ({why}).", file=sys.stderr, flush=True)
         return _offline_source(verify)
     if spec.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec):
         raise NnjaxError(f"Model folder {spec!r} does not exist; give an existing folder, a hub id or 'minilm'.")
     try:
         return _hub_source(spec)
-    except DataNotFoundError as err:
-        raise DataNotFoundError(f"{spec!r} is not a local folder, and: {err}") from None
+    except HubUnavailableError as err:
+        raise DataNotFoundError(
+            f"{spec!r} is not a local folder and could not be fetched from the Hugging Face hub ({err.reason}); "
+            "check the network or the id, or use the offline model with --model minilm or a local folder."
+        ) from None
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
