@@ -419,7 +419,12 @@ def load_classifier(checkpoint_dir: str | Path):
     from nnjax.models.mobilenet_weights import PREPROCESSING
     from nnjax.train.checkpoint import load_model
 
-    variables, meta = load_model(checkpoint_dir, expected_model=NAME)
+    def template(meta: dict) -> Any:
+        model = TransferClassifier(alpha=float(meta["alpha"]), origin=meta["origin"], hidden=int(meta["hidden"]))
+        size = int(meta["image_size"])
+        return jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros((1, size, size, 3))))
+
+    variables, meta = load_model(checkpoint_dir, expected_model=NAME, template=template)
     model = TransferClassifier(alpha=float(meta["alpha"]), origin=meta["origin"], hidden=int(meta["hidden"]))
     preprocess = PREPROCESSING[meta["origin"]]
     variables = jax.tree_util.tree_map(jax.numpy.asarray, variables)

@@ -324,7 +324,14 @@ def _load(checkpoint_dir: Path):
     from nnjax.data.prices import Scaler
     from nnjax.train.checkpoint import load_model
 
-    variables, meta = load_model(checkpoint_dir, expected_model=NAME)
+    def template(meta: dict) -> dict:
+        import jax
+
+        model = _model(meta["cell"], int(meta["hidden"]), int(meta.get("unroll", 1)))
+        inputs = np.zeros((1, int(meta["window"]), 1), np.float32)
+        return {"params": jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), inputs))["params"]}
+
+    variables, meta = load_model(checkpoint_dir, expected_model=NAME, template=template)
     model = _model(meta["cell"], int(meta["hidden"]), int(meta.get("unroll", 1)))
     scaler = Scaler.from_dict(meta["scaler"])
     return _forecaster(_jit_apply(model), variables["params"], scaler, meta["target"]), meta

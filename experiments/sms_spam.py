@@ -210,7 +210,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     import jax
 
     from nnjax.data.batching import ArrayLoader
-    from nnjax.data.sms_spam import load_sms_spam, split_report, stratified_split
+    from nnjax.data.sms_spam import check_splits, load_sms_spam, split_report, stratified_split
     from nnjax.data.text import (
         BucketLoader,
         apply_buckets,
@@ -231,6 +231,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     data = load_sms_spam()
     data = data.subset(subsample(data.labels, config.limit, ctx.seed)) if config.limit else data
     splits = dict(zip(("train", "val", "test"), stratified_split(data.labels, seed=ctx.seed), strict=True))
+    check_splits(data.labels, splits)  # an empty split or one without spam would "train" to nonsense
     source = _resolve_source(config.model)
     pooling = default_pooling(source.folder) if config.pooling == "auto" else config.pooling
     model_type = read_config(source.folder).get("model_type", "")
@@ -401,9 +402,16 @@ def load_classifier(checkpoint_dir: str | Path) -> tuple[Any, Any, Any, dict]:
     from nnjax.train.checkpoint import load_model
 
     folder = Path(checkpoint_dir)
-    variables, meta = load_model(folder, expected_model=NAME)
-    model = SequenceClassifier(EncoderConfig.from_dict(meta["encoder"]), num_labels=int(meta["num_labels"]),
-                               head_type=meta["head"], pooling=meta["pooling"])
+    def build(meta: dict) -> Any:
+        return SequenceClassifier(EncoderConfig.from_dict(meta["encoder"]), num_labels=int(meta["num_labels"]),
+                                  head_type=meta["head"], pooling=meta["pooling"])
+
+    def template(meta: dict) -> dict:
+        ids = jax.numpy.zeros((1, 2), jax.numpy.int32)
+        return {"params": jax.eval_shape(lambda: build(meta).init(jax.random.key(0), ids, ids + 1))["params"]}
+
+    variables, meta = load_model(folder, expected_model=NAME, template=template)
+    model = build(meta)
     params = jax.tree_util.tree_map(jax.numpy.asarray, variables["params"])
     return model, params, load_tokenizer(folder / "tokenizer"), meta
 
@@ -437,8 +445,11 @@ _JITTED: dict[str, Any] = {}
 
 def predict(checkpoint_dir: Path, inputs: list[str]) -> list[dict]:
     """Label and probability for each text."""
+    from nnjax.data.text import check_utf8_texts
+
+    texts = check_utf8_texts([str(t) for t in inputs])
     model, params, tokenizer, meta = load_classifier(checkpoint_dir)
-    spam = spam_probabilities(model, params, tokenizer, [str(t) for t in inputs], int(meta["max_length"]),
+    spam = spam_probabilities(model, params, tokenizer, texts, int(meta["max_length"]),
                               dtype=meta.get("dtype", "float32"))
     results = []
     for text, p in zip(inputs, spam, strict=True):

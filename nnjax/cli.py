@@ -318,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
+        interrupts.ignore_from_now()
         signal_name = str(err) or "SIGINT"
         print(f"{PROG}: interrupted ({signal_name}); completed checkpoints are kept — rerun the same command to "
               "resume.", file=sys.stderr)

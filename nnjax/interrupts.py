@@ -34,6 +34,14 @@ def install() -> None:
         signal.signal(signum, _handler)
 
 
+def ignore_from_now() -> None:
+    """Ignore further SIGINT / SIGTERM (a process that is already ending on an interrupt: more
+    Ctrl-C presses would only print tracebacks from the interpreter's shutdown)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def installed() -> bool:
     """Whether SIGTERM is routed through this module (``nnjax`` commands install it)."""
     return signal.getsignal(signal.SIGTERM) is _handler

@@ -288,3 +288,70 @@ def test_unusable_output_and_cache_folders_are_one_sentence(tmp_path):
     assert cache.returncode == 2 and f"--compile-cache {str(a_file)!r} is a file" in cache.stderr
     for result in (under_file, cache):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_eval_on_a_damaged_or_foreign_export_is_one_sentence(tmp_path, capsys):
+    import shutil
+
+    from nnjax.cli import main
+
+    assert main(["run", "lstm-prices", "--epochs", "2", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    good = tmp_path / "run" / "checkpoint"
+
+    def damaged(name: str, change) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        change(folder)
+        return folder
+
+    def truncate_largest(folder: Path) -> None:
+        biggest = max((p for p in (folder / "variables").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])
+
+    def other_width(folder: Path) -> None:
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps({**meta, "hidden": 20}))
+
+    cases = {
+        damaged("bad_meta", lambda f: (f / "meta.json").write_text("{not json")): "meta.json' is damaged",
+        damaged("truncated", truncate_largest): "are damaged or incomplete",
+        damaged("other", other_width): "holds variables of another architecture (",
+    }
+    capsys.readouterr()
+    for folder, message in cases.items():
+        assert main(["eval", "lstm-prices", "--checkpoint", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert main(["eval", "lstm-prices", "--checkpoint", str(good)]) == 0
+
+
+def test_wrong_data_that_would_train_anyway_is_refused(tmp_path, capsys, monkeypatch):
+    from nnjax.cli import main
+
+    sms = tmp_path / "data" / "sms_spam"
+    sms.mkdir(parents=True)
+    (sms / "SMSSpamCollection").write_text("".join(f"ham\thello number {i}\n" for i in range(6))
+                                           + "spam\tWIN a prize now\nspam\tfree cash, call now\n")
+    photos = tmp_path / "data" / "cats_vs_dogs"
+    for split in ("train", "validation"):
+        (photos / split / "cat").mkdir(parents=True)
+        (photos / split / "dog").mkdir(parents=True)
+        (photos / split / "dog" / "dog.1.jpg").write_bytes(b"not a photo")
+    for i in range(3):
+        (photos / "train" / "cat" / f"cat.{i}.jpg").write_bytes(b"not a photo either")
+    monkeypatch.setenv("NNJAX_DATA_DIR", str(tmp_path / "data"))
+    assert main(["run", "sms-spam", "--model", "minilm", "--no-progress", "--out", str(tmp_path / "sms")]) == 2
+    err = capsys.readouterr().err
+    assert "split has no spam message" in err and len(err.strip().splitlines()) == 1, err
+    assert main(["run", "cats-vs-dogs", "--no-progress", "--out", str(tmp_path / "cats")]) == 2
+    err = capsys.readouterr().err
+    assert "has no readable image" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "sms" / "summary.json").exists() and not (tmp_path / "cats" / "summary.json").exists()
+
+
+def test_a_text_that_is_not_utf8_is_one_sentence(tmp_path, capsys):
+    from nnjax.cli import main
+
+    assert main(["predict", "sms-spam", "--checkpoint", str(tmp_path), "fine text", "caf\udcff"]) == 2
+    err = capsys.readouterr().err
+    assert "Input 2 is not valid UTF-8" in err and len(err.strip().splitlines()) == 1

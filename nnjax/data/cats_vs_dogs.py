@@ -13,7 +13,8 @@ Sources:
 
 Either way a split is an :class:`~nnjax.data.image_folder.ImageSet` of ``uint8
 [N, size, size, 3]`` RGB images with labels 0 = cat, 1 = dog; unreadable images are
-skipped and counted.
+skipped and counted, and a folder split whose ``cat`` or ``dog`` folder has no readable image
+is refused with one sentence (see :func:`~nnjax.data.image_folder.load_image_folder`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ def _check_split(split: str) -> None:
 def load_folder_split(
     split: str, size: int = 224, limit_per_class: int | None = None, root: str | Path | None = None
 ) -> ImageSet:
-    """One split of the folder tree, decoded and resized to ``size`` x ``size``."""
+    """One split of the folder tree, decoded and resized to ``size`` x ``size`` pixels.
+
+    Raises :class:`DataNotFoundError` when the ``cat`` or ``dog`` folder has no readable image.
+    """
     _check_split(split)
     base = folder_root() if root is None else Path(root)
     if root is None and (reason := folder_missing(base)):

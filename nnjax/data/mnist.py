@@ -19,11 +19,19 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
 
-from nnjax.data.paths import dataset_dir, download
+from nnjax.data.paths import (
+    DOWNLOAD_TIMEOUT_ENV,
+    dataset_dir,
+    download,
+    download_timeout,
+    network_timeout,
+    with_deadline,
+)
 from nnjax.errors import DataNotFoundError, NnjaxError
 
 NUM_CLASSES = 10
@@ -99,8 +107,10 @@ def _read_verified(path: Path) -> bytes:
 def fetch(name: str, directory: Path, *, allow_download: bool = True, mirrors: tuple[str, ...] = MIRRORS) -> Path:
     """The path of MNIST file ``name`` in ``directory``, downloading it when missing.
 
-    The download tries each mirror with a :data:`DOWNLOAD_TIMEOUT_S` time-out and keeps the
-    file only when its uncompressed SHA-256 matches; offline, one sentence says where to put it.
+    The download tries each mirror with a :data:`DOWNLOAD_TIMEOUT_S` socket time-out, all
+    mirrors together within one total deadline (:func:`~nnjax.data.paths.download_timeout`,
+    ``$NNJAX_DOWNLOAD_TIMEOUT``), and keeps the file only when its uncompressed SHA-256
+    matches; offline, one sentence says where to put it.
     """
     path = directory / name
     if path.is_file():
@@ -111,9 +121,15 @@ def fetch(name: str, directory: Path, *, allow_download: bool = True, mirrors: t
             "or allow the download."
         )
     errors = []
+    total = download_timeout()
+    start = time.monotonic()
     for mirror in mirrors:
+        remaining = total - (time.monotonic() - start)
+        if remaining <= 0:
+            errors.append(f"no time left of the {total:g} s deadline ({DOWNLOAD_TIMEOUT_ENV})")
+            break
         try:
-            download(mirror + name, path, sha256=None, timeout=DOWNLOAD_TIMEOUT_S)
+            download(mirror + name, path, sha256=None, timeout=DOWNLOAD_TIMEOUT_S, deadline=remaining)
             _read_verified(path)
             return path
         except DataNotFoundError as err:
@@ -153,13 +169,20 @@ def load_mnist(
     return images, labels.astype(np.int32)
 
 
-def _network_reachable(host: str = "storage.googleapis.com", port: int = 443, timeout: float = 5.0) -> bool:
+def _network_reachable(host: str = "storage.googleapis.com", port: int = 443, timeout: float | None = None) -> bool:
+    """Whether ``host:port`` accepts a TCP connection within ``timeout`` seconds in total, name look-up
+    included (default :func:`~nnjax.data.paths.network_timeout` of 5 s, ``$NNJAX_NETWORK_TIMEOUT``)."""
     import socket
 
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
+    seconds = network_timeout(5.0) if timeout is None else timeout
+
+    def connect() -> bool:
+        with socket.create_connection((host, port), timeout=seconds):
             return True
-    except OSError:
+
+    try:
+        return with_deadline(connect, seconds, f"the connection to {host}:{port}")
+    except (OSError, DataNotFoundError):
         return False
 
 
@@ -170,7 +193,8 @@ def tfds_source(split: str = "train", *, data_dir: str | Path | None = None, dow
       split: ``"train"`` or ``"test"``.
       data_dir: the TFDS data folder (default ``$NNJAX_DATA_DIR/tfds``).
       download: prepare the data set when it is not there yet. The network is probed first
-        (5 s) so an offline machine gets an error at once instead of a long hang.
+        (5 s) so an offline machine gets an error at once instead of a long hang, and the
+        preparation must finish within ``$NNJAX_DOWNLOAD_TIMEOUT`` (600 s by default).
     """
     _check_split(split)
     try:
@@ -195,7 +219,11 @@ def tfds_source(split: str = "train", *, data_dir: str | Path | None = None, dow
             "prepare it on a machine with internet, or use the IDX source (--source idx)."
         )
     try:
-        return tfds.data_source("mnist", split=split, data_dir=folder, download=True)
+        return with_deadline(lambda: tfds.data_source("mnist", split=split, data_dir=folder, download=True),
+                             download_timeout(), f"tensorflow-datasets' download of MNIST into {folder!r}",
+                             env=DOWNLOAD_TIMEOUT_ENV)
+    except DataNotFoundError:
+        raise
     except Exception as err:
         raise DataNotFoundError(
             f"tensorflow-datasets could not prepare MNIST under {folder!r} ({type(err).__name__}: {err}); "
@@ -271,22 +299,32 @@ def mnist_arrays(images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray
 
 
 def _open_grayscale(path: Path) -> np.ndarray:
-    """The image at ``path`` as float32 gray ``[H, W]`` in 0..255 (transparency over white)."""
+    """The image at ``path`` as float32 gray ``[H, W]`` in 0..255 (transparency over white).
+
+    16- and 32-bit pixels are scaled to 8 bits (:func:`~nnjax.data.image_folder.to_8bit`), not
+    clipped; a FIFO or other non-regular file and an image over PIL's decompression-bomb limit
+    give one sentence, never a hang or a traceback.
+    """
     from PIL import Image, UnidentifiedImageError
+
+    from nnjax.data.image_folder import image_too_large, open_regular_file, to_8bit
 
     if not path.exists():
         raise NnjaxError(f"Image {str(path)!r} does not exist; check the path.")
     if not path.is_file():
         raise NnjaxError(f"{str(path)!r} is not a file; pass the path of a PNG or JPEG image.")
     try:
-        with Image.open(path) as image:
-            image.load()
+        with open_regular_file(path) as handle, Image.open(handle) as opened:
+            opened.load()
+            image = to_8bit(opened, path)
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(canvas, rgba)
             gray = np.asarray(image.convert("L"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise image_too_large(path, err) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise NnjaxError(
             f"{str(path)!r} is not an image Pillow can read ({type(err).__name__}); pass a PNG or JPEG file."
         ) from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,37 @@ def stratified_split(
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
+def check_splits(
+    labels: np.ndarray, splits: Mapping[str, np.ndarray] | Sequence[np.ndarray]
+) -> None:
+    """Refuse splits a classifier cannot be trained or scored on: each must hold at least one
+    message of every class (ham and spam), or accuracy, precision and recall are 0 or NaN.
+
+    Args:
+      labels: int32 ``[N]``, ham 0 / spam 1, of the whole file.
+      splits: index arrays into ``labels`` by split name (a sequence is named
+        ``train``, ``val``, ``test`` in order, as :func:`stratified_split` returns them).
+
+    Raises :class:`NnjaxError` naming the first split that is empty or lacks a class, with how
+    many messages of each class the file has.
+    """
+    labels = np.asarray(labels)
+    if not isinstance(splits, Mapping):
+        splits = dict(zip(("train", "val", "test") if len(splits) == 3 else
+                          [f"split {i + 1}" for i in range(len(splits))], splits, strict=True))
+    total = [int((labels == c).sum()) for c in range(len(LABELS))]
+    file_counts = " and ".join(f"{n} {name}" for n, name in zip(total, LABELS, strict=True))
+    for name, index in splits.items():
+        counts = [int((labels[np.asarray(index, np.int64)] == c).sum()) for c in range(len(LABELS))]
+        missing = [cls for cls, n in zip(LABELS, counts, strict=True) if n == 0]
+        if missing:
+            what = "is empty" if not sum(counts) else f"has no {' or '.join(missing)} message"
+            raise NnjaxError(
+                f"The {name} split {what}, because the file holds only {file_counts} messages; every split "
+                "needs both classes, so use a file with more messages of each class."
+            )
+
+
 def split_report(data: SmsSpam, splits: dict[str, np.ndarray]) -> dict[str, int]:
     """Counts per split and how many held-out messages also occur verbatim in the training split.
 
@@ -177,6 +209,7 @@ def split_report(data: SmsSpam, splits: dict[str, np.ndarray]) -> dict[str, int]
 
 
 __all__ = [
-    "SmsSpam", "parse_sms_spam", "locate_sms_spam", "load_sms_spam", "stratified_split", "split_report",
+    "SmsSpam", "parse_sms_spam", "locate_sms_spam", "load_sms_spam", "stratified_split", "check_splits",
+    "split_report",
     "SHA256", "UCI_URL", "LABELS",
 ]

@@ -20,6 +20,30 @@ from nnjax.errors import NnjaxError
 LENGTH_LADDER = (16, 32, 48, 64, 128, 256, 512)
 
 
+def check_utf8_texts(texts: Sequence[str], what: str = "Input") -> list[str]:
+    """The texts unchanged, once each is known to be valid UTF-8 text.
+
+    Python decodes command-line bytes that are not UTF-8 into lone surrogates (``b"\\xff"`` ->
+    ``"\\udcff"``), which a tokenizer would silently turn into unknown tokens. Raises
+    :class:`NnjaxError` naming the first bad text by its 1-based position (``what`` 1, 2, ...).
+    """
+    result = []
+    for number, text in enumerate(texts, start=1):
+        if not isinstance(text, str):
+            raise NnjaxError(f"{what} {number} is a {type(text).__name__}, not text; pass UTF-8 strings.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            code = ord(text[err.start])
+            byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"code point U+{code:04X}"
+            raise NnjaxError(
+                f"{what} {number} is not valid UTF-8 ({byte} at character {err.start + 1}); pass it encoded "
+                "as UTF-8."
+            ) from None
+        result.append(text)
+    return result
+
+
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[np.ndarray]:
     """Token ids (with [CLS]/[SEP]) per text, truncated to ``max_length``, unpadded: list of int32 ``[len]``."""
     if max_length < 2:
