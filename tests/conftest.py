@@ -1,8 +1,10 @@
-"""Shared test set-up: real data from ../shared/data when it exists, no network, quiet XLA."""
+"""Shared test set-up: real data from ../shared/data when it exists, no network, quiet XLA;
+and :func:`assert_close_scaled`, the float32 comparison the tests import from here."""
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import nnjax  # noqa: F401  (first, so its CPU XLA flag applies before any test imports JAX)
@@ -27,3 +29,20 @@ def real_data_dir() -> Path:
     if root is None:
         pytest.skip("no real data: set NNJAX_DATA_DIR to the shared data folder")
     return root
+
+
+def assert_close_scaled(actual, expected, *, rtol: float = 1e-5, scale_atol: float = 1e-5) -> None:
+    """``np.testing.assert_allclose`` whose absolute tolerance is ``scale_atol * max|expected|``.
+
+    The rounding error of a float32 sum (a matrix product, a convolution, a layer) is a few
+    ``eps * sum|terms|`` in *every* entry, so it follows the size of the whole array, not of
+    each value: an entry that is small because its terms cancel carries the same absolute error
+    as the largest one. How large it is depends on the summation order, which differs between
+    CPUs (AVX-512 and AVX2 kernels of oneDNN or Eigen block their sums differently), so a fixed
+    ``atol`` on values of size 30 fails on one CPU and passes on another. The defaults,
+    ``1e-5 ~ 80 eps``, leave room for sums of a few hundred terms in any order and are still
+    far below what a wrong formula, layout or missing term produces.
+    """
+    expected = np.asarray(expected)
+    scale = float(np.max(np.abs(expected), initial=0.0))
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol, atol=scale_atol * scale)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close_scaled
 
 from nnjax.models.cnn import StrongCNN, ThesisCNN, build_model, init_variables
 from nnjax.nn import conv as conv_lib
@@ -86,20 +87,26 @@ def test_same_function_as_the_thesis_pytorch_model():
 
     model = ThesisCNN()
     variables = init_variables(model, jax.random.PRNGKey(3))
-    # non-trivial running statistics so eval mode is really compared
+    # non-trivial running statistics so eval mode is really compared (running means of 0.5-1.5
+    # zeroed every ReLU after bn3, and the logits were the dense bias whatever the image)
     rng = np.random.default_rng(0)
-    variables["batch_stats"] = jax.tree.map(
-        lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), jnp.float32), variables["batch_stats"]
-    )
+    variables["batch_stats"] = {
+        name: {"mean": jnp.asarray(rng.normal(0, 0.1, stats["mean"].shape), jnp.float32),
+               "var": jnp.asarray(rng.uniform(0.5, 1.5, stats["var"].shape), jnp.float32)}
+        for name, stats in variables["batch_stats"].items()
+    }
     torch_model = torch_thesis_model()
     _copy_into_torch(variables, torch_model)
     x = rng.random((6, 28, 28, 1), dtype=np.float32)
     x_torch = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     torch_model.eval()
-    np.testing.assert_allclose(model.apply(variables, x), torch_model(x_torch).detach().numpy(), rtol=1e-4, atol=1e-4)
+    expected = torch_model(x_torch).detach().numpy()
+    assert np.ptp(expected, axis=0).max() > 1e-4  # the image reaches the logits, not only the dense bias
+    # different kernels (PyTorch's oneDNN, XLA's) sum the 288-term convolutions in different orders
+    assert_close_scaled(model.apply(variables, x), expected, scale_atol=3e-5)
     torch_model.train()  # batch statistics
     logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
-    np.testing.assert_allclose(logits, torch_model(x_torch).detach().numpy(), rtol=1e-4, atol=1e-4)
+    assert_close_scaled(logits, torch_model(x_torch).detach().numpy(), scale_atol=3e-5)
     # running mean follows PyTorch's momentum 0.1
     np.testing.assert_allclose(updates["batch_stats"]["bn1"]["mean"], torch_model[1].running_mean.numpy(),
                                rtol=1e-4, atol=1e-5)
@@ -119,8 +126,8 @@ def test_fast_conv_equals_lax_values_and_gradients(cin, cout, k):
 
     expected = vjp(conv_lib.conv_xla)
     got = jax.jit(lambda: vjp(lambda a, b: conv_lib.conv2d(a, b, impl)))()
-    for e, o in zip(expected, got, strict=False):
-        np.testing.assert_allclose(o, e, rtol=1e-5, atol=1e-5)
+    for e, o in zip(expected, got, strict=True):  # the weight gradient sums 3 x 9 x 7 = 189 products
+        assert_close_scaled(o, e)
 
 
 def test_conv_module_matches_flax_conv_layout():
@@ -130,4 +137,4 @@ def test_conv_module_matches_flax_conv_layout():
     ours = conv_lib.Conv2D(4)
     variables = ours.init(jax.random.PRNGKey(1), x)
     reference = nn.Conv(4, (3, 3), padding="SAME")
-    np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x), rtol=1e-5, atol=1e-5)
+    assert_close_scaled(ours.apply(variables, x), reference.apply(variables, x))

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close_scaled
 
 from nnjax.errors import DataNotFoundError, NnjaxError
 from nnjax.models.mobilenet_v2 import MobileNetV2
@@ -108,7 +109,7 @@ def test_keras_live_model_alpha_half_at_odd_size_matches_keras():
     expected = _keras_predict(keras_model, x)
     ours = np.asarray(jax.jit(MobileNetV2(alpha=0.5, include_top=False, origin="keras").apply)(variables, x))
     assert ours.shape == expected.shape == (2, 4, 4, 1280)
-    np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=1e-4)
+    assert_close_scaled(ours, expected, rtol=1e-4, scale_atol=2e-4)  # features reach ~6
     # torchvision's symmetric padding on the same weights is a different function
     other = np.asarray(
         jax.jit(MobileNetV2(alpha=0.5, include_top=False, origin="torchvision").apply)(variables, x)
@@ -260,4 +261,4 @@ def test_real_photos_imagenet_groups_and_the_pytorch_peer(torchvision, real_data
     with torch.no_grad():
         x = torchvision.preprocess(photos.images[pick])
         expected = peer(torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2)).numpy()
-    np.testing.assert_allclose(logits[pick], expected, atol=1e-4)
+    assert_close_scaled(logits[pick], expected, scale_atol=2e-5)  # logits reach ~15

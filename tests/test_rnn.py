@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close_scaled
 
 from nnjax.errors import NnjaxError
 from nnjax.models.rnn import (
@@ -125,7 +126,7 @@ def test_fused_backward_equals_autodiff(cell, d):
     for a, b in zip(
         jax.tree_util.tree_leaves(grads["fused"]), jax.tree_util.tree_leaves(grads["autodiff"]), strict=True
     ):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+        assert_close_scaled(a, b, rtol=1e-4)  # gradients reach ~12, summed over the batch and 7 steps
 
 
 @pytest.mark.parametrize("cell,d", [("rnn", D), ("lstm", 1), ("lstm", WIDE), ("gru", D), ("gru", WIDE)])

@@ -60,8 +60,16 @@ class MetricsWriter:
         record = {k: to_python(v) for k, v in values.items()}
         if record.get("event") == "compile":
             self.compile_seconds += float(record.get("compile_s", 0.0))
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as err:
+            from nnjax.errors import NnjaxError
+
+            raise NnjaxError(
+                f"Cannot append to {str(self.path)!r} ({err.strerror}); free disk space or make the folder "
+                "writable, then rerun the same command to resume from the last checkpoint."
+            ) from None
 
     def tagged(self, **tags: Any) -> TaggedMetrics:
         """A view that adds ``tags`` (e.g. ``stage="head"``) to every line it logs."""
