@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     import jax.numpy as jnp
     import torch
 
-    from nnjax.models.mobilenet_weights import TORCHVISION_SHA256, load_torch_state_dict, torchvision_weights
+    from nnjax.models.mobilenet_weights import TORCHVISION_SHA256, torchvision_weights
+    from nnjax.weights.torch_pickle import load_torch_state_dict
 
     repeats = 3 if args.quick else 7
     rng = np.random.default_rng(0)

@@ -32,7 +32,7 @@ from nnjax.data.image_folder import ImageDecodeError, decode_image, list_image_f
 from nnjax.data.sms_spam import check_splits, parse_sms_spam, stratified_split
 from nnjax.data.text import check_utf8_texts
 from nnjax.errors import DataNotFoundError, NnjaxError
-from nnjax.models.mobilenet_weights import UnsafePickleError, load_torch_state_dict
+from nnjax.weights.torch_pickle import UnsafePickleError, load_torch_state_dict
 
 # --------------------------------------------------------------------------- helpers
 
@@ -312,7 +312,7 @@ def test_memo_indices_keys_sets_and_state_that_exhaust_the_c_unpickler(tmp_path)
     }
     script = (
         "import sys\n"
-        "from nnjax.models.mobilenet_weights import load_torch_state_dict\n"
+        "from nnjax.weights.torch_pickle import load_torch_state_dict\n"
         "from nnjax.errors import NnjaxError\n"
         "try:\n"
         "    print(sorted(load_torch_state_dict(sys.argv[1])))\n"

@@ -28,17 +28,16 @@ from nnjax.models.mobilenet_v2 import MobileNetV2
 from nnjax.models.mobilenet_weights import (
     KERAS_PREPROCESSING,
     TORCHVISION_PREPROCESSING,
-    UnsafePickleError,
     find_keras_file,
     keras_file_name,
     keras_layers_to_variables,
     keras_model_layers,
-    load_torch_state_dict,
     offline_torchvision_file,
     read_keras_h5,
     torchvision_to_variables,
     torchvision_weights,
 )
+from nnjax.weights.torch_pickle import UnsafePickleError, load_torch_state_dict
 
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 DOG_CLASSES = range(151, 269)  # ImageNet: Chihuahua ... Mexican hairless
