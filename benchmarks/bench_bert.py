@@ -50,35 +50,33 @@ def _batch(tokenizer):
 
 
 def nnjax_steps(pre, ids, mask, labels):
-    """Callables for the three nnjax train steps (each threads its donated state)."""
+    """Callables for the three nnjax train steps (each threads its donated state), with the transfer
+    layer's model and loss (the ones the sms-spam and text-classifier experiments train)."""
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
     import optax
 
-    from nnjax.models.bert import trainable_pattern
-    from nnjax.nn.losses import softmax_cross_entropy_int
     from nnjax.train.freeze import path_mask
     from nnjax.train.state import create_train_state
     from nnjax.train.step import make_train_step
+    from nnjax.transfer import Classifier, HeadConfig, text_backbone
+    from nnjax.transfer.examples import ArrayExamples
 
-    model = pre.model
-
-    def loss_tokens(params, batch_stats, batch, rng, train):
-        # The frozen encoder runs in inference mode; dropout only in the head.
-        pooled = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], method="pooled")
-        logits = model.apply({"params": params}, pooled, train=train, rngs={"dropout": rng}, method="classify")
-        return softmax_cross_entropy_int(logits, batch["label"]), {}
-
-    def loss_features(params, batch_stats, batch, rng, train):
-        logits = model.apply({"params": params}, batch["features"], train=train, rngs={"dropout": rng},
-                             method="classify")
-        return softmax_cross_entropy_int(logits, batch["label"]), {}
-
-    mask_tree = path_mask(pre.params, trainable_pattern("head", model.config.num_layers))
-    copy = lambda: jax.tree_util.tree_map(jnp.array, pre.params)  # noqa: E731 -- each state owns its buffers
+    backbone = text_backbone(source=pre.source, head="distilbert", pooling="mean")
+    backbone = dataclasses.replace(backbone, head_params=pre.params["head"])  # the peer's head weights
+    classifier = Classifier(backbone, HeadConfig(num_classes=2, **backbone.head), ("ham", "spam"))
+    variables = classifier.init_variables(0)
+    params = variables["params"]
+    mask_tree = path_mask(params, r"head/.*")
+    copy = lambda: jax.tree_util.tree_map(jnp.array, params)  # noqa: E731 -- each state owns its buffers
     batch = {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(mask), "label": jnp.asarray(labels),
              "mask": jnp.ones(BATCH, jnp.float32)}
     adam = optax.adam(1e-3)
+    # The frozen encoder runs in inference mode (trainable_from = depth); dropout only in the head.
+    loss_tokens = classifier.loss_fn(0, trainable_from=backbone.depth)
+    loss_features = classifier.loss_fn(backbone.depth)
     # Adam over every parameter, frozen updates zeroed afterwards: the encoder's gradients feed Adam's
     # moments (part of the state), so XLA cannot drop the encoder's backward pass.
     frozen_tree = jax.tree_util.tree_map(lambda m: not m, mask_tree)
@@ -87,13 +85,14 @@ def nnjax_steps(pre, ids, mask, labels):
                                                                                  rng=jax.random.key(0)), batch)
     part = threaded(make_train_step(loss_tokens, adam, trainable=mask_tree),
                     create_train_state(copy(), adam, rng=jax.random.key(0), trainable=mask_tree), batch)
-    pooled = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m, method="pooled"))(pre.params, batch["input_ids"],
-                                                                                        batch["attention_mask"])
-    feature_batch = {"features": pooled, "label": batch["label"], "mask": batch["mask"]}
+    tokens = ArrayExamples({"input_ids": np.asarray(ids), "attention_mask": np.asarray(mask)}, np.asarray(labels))
+    pooled = classifier.backbone_part(variables, tokens, 0, None, BATCH).arrays["features"]
+    feature_batch = {"features": jnp.asarray(pooled), "label": batch["label"], "mask": batch["mask"]}
     cached = threaded(make_train_step(loss_features, adam, trainable=mask_tree),
                       create_train_state(copy(), adam, rng=jax.random.key(0), trainable=mask_tree), feature_batch)
-    forward = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m, method="pooled"))
-    encode = lambda: forward(pre.params, batch["input_ids"], batch["attention_mask"])  # noqa: E731
+    forward = jax.jit(lambda p, b: backbone.module.apply({"params": p}, b))
+    encode = lambda: forward(params["backbone"], {"input_ids": batch["input_ids"],  # noqa: E731
+                                                  "attention_mask": batch["attention_mask"]})
     return {"naive": naive, "partitioned": part, "cached": cached, "encode": encode}, np.asarray(pooled)
 
 

@@ -96,31 +96,29 @@ def torch_mobilenet_v2(state_dict: dict | None = None, num_classes: int = 1000):
 
 
 def nnjax_steps(weights, images: np.ndarray, labels: np.ndarray) -> dict:
-    """``{name: (step, state, batch)}`` for naive / partitioned / cached-feature training."""
+    """``{name: (step, state, batch)}`` for naive / partitioned / cached-feature training of the
+    cats-vs-dogs classifier (the transfer layer's model and loss, the ones the experiment trains)."""
     import jax
     import jax.numpy as jnp
     import optax
 
-    from nnjax.models.mobilenet_v2 import (
-        HEAD_PATTERN,
-        TransferClassifier,
-        init_transfer_variables,
-        transfer_loss_fn,
-    )
     from nnjax.train.freeze import path_mask
     from nnjax.train.state import create_train_state
     from nnjax.train.step import make_train_step
+    from nnjax.transfer import Classifier, HeadConfig, image_backbone
+    from nnjax.transfer.examples import ArrayExamples
 
-    model = TransferClassifier(alpha=weights.alpha, origin=weights.origin)
-    variables = init_transfer_variables(model, weights.backbone_variables(), jax.random.key(0))
-    mask = path_mask(variables["params"], HEAD_PATTERN)
+    backbone = image_backbone("mobilenet_v2", weights=weights.origin)
+    classifier = Classifier(backbone, HeadConfig(num_classes=2, hidden=128, output="sigmoid"), ("cat", "dog"))
+    variables = classifier.init_variables(0)
+    mask = path_mask(variables["params"], r"head/.*")
     frozen = jax.tree_util.tree_map(lambda m: not m, mask)
     batch = {
         "image": jnp.asarray(images),
         "label": jnp.asarray(labels),
         "mask": jnp.ones(len(labels), jnp.float32),
     }
-    image_loss = transfer_loss_fn(model, "images", preprocess=weights.preprocess)
+    image_loss = classifier.loss_fn(0)
 
     def fresh():
         return jax.tree_util.tree_map(jnp.array, variables)
@@ -142,16 +140,14 @@ def nnjax_steps(weights, images: np.ndarray, labels: np.ndarray) -> dict:
         ),
         batch,
     )
-    features = jax.jit(lambda v, x: model.apply(v, weights.preprocess(x), method="features"))(
-        variables, batch["image"]
-    )
+    cached = classifier.backbone_part(variables, ArrayExamples({"image": images}, labels), 0, None, len(labels))
     v = fresh()
     steps["cached features (head only)"] = (
-        make_train_step(transfer_loss_fn(model, "features"), tx, trainable=mask),
+        make_train_step(classifier.loss_fn(backbone.depth), tx, trainable=mask),
         create_train_state(
             v["params"], tx, rng=jax.random.key(0), batch_stats=v["batch_stats"], trainable=mask
         ),
-        {"features": features, "label": batch["label"], "mask": batch["mask"]},
+        {"features": jnp.asarray(cached.arrays["features"]), "label": batch["label"], "mask": batch["mask"]},
     )
     return steps
 

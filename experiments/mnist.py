@@ -166,20 +166,12 @@ def predict_probabilities(model, variables: dict, images: np.ndarray, batch_size
                           dtype: str = "float32") -> np.ndarray:
     """Class probabilities ``[N, 10]`` of uint8 digits ``[N, 28, 28]`` (fixed-size, padded batches),
     computed in ``dtype`` (the training's ``--dtype``)."""
+    from nnjax.data.batching import map_batches
     from nnjax.data.mnist import to_model_input
 
     predict = _predict_fn(model, dtype)
     inputs = to_model_input(images)
-    count = len(inputs)
-    size = min(batch_size, count)
-    out = []
-    for start in range(0, count, size):
-        chunk = inputs[start : start + size]
-        real = len(chunk)
-        if real < size:
-            chunk = np.concatenate([chunk, np.zeros((size - real, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(predict(variables, chunk))[:real])
-    return np.concatenate(out)
+    return map_batches(lambda chunk: predict(variables, chunk), inputs, min(batch_size, max(len(inputs), 1)))
 
 
 def first_layer_maps(params: dict, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -182,10 +182,28 @@ def _print_results(results: list[dict], as_json: bool) -> None:
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 
 
+def _classifier_folder(target: str, checkpoint: str | None) -> Path | None:
+    """``target`` as an exported classifier folder (``nnjax predict DIR ...``), or None for an experiment name."""
+    if checkpoint is None and Path(target).is_dir():
+        return Path(target)
+    return None
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from nnjax.experiment import get
 
+    folder = _classifier_folder(args.experiment, args.checkpoint)
+    if folder is not None:
+        from nnjax.transfer import load_classifier
+
+        if not args.data:
+            raise NnjaxError(f"Give the labelled data to evaluate on: `nnjax eval {folder} --data PATH`.")
+        result = load_classifier(folder).evaluate(args.data, args.text_column, args.label_column)
+        _print_results([result], args.json)
+        return 0
     exp = get(args.experiment)
+    if args.checkpoint is None:
+        raise NnjaxError(f"Pass the folder a run saved: `nnjax eval {exp.name} --checkpoint DIR`.")
     if exp.evaluate is None:
         raise NnjaxError(f"Experiment {exp.name!r} has no evaluation; use `nnjax run {exp.name}` instead.")
     result = exp.evaluate(Path(args.checkpoint))
@@ -196,13 +214,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from nnjax.experiment import get
 
-    exp = get(args.experiment)
-    if exp.predict is None:
-        raise NnjaxError(f"Experiment {exp.name!r} has no predict command.")
     inputs = list(args.inputs) + ([args.csv] if args.csv else [])
-    if not inputs:
-        raise NnjaxError(f"Give at least one input to predict, e.g. `nnjax predict {exp.name} --checkpoint DIR INPUT`.")
-    results = exp.predict(Path(args.checkpoint), inputs)
+    folder = _classifier_folder(args.experiment, args.checkpoint)
+    if folder is not None:
+        from nnjax.transfer import load_classifier
+
+        if not inputs:
+            raise NnjaxError(f"Give at least one input to predict, e.g. `nnjax predict {folder} INPUT`.")
+        results = load_classifier(folder).predict(inputs)
+    else:
+        exp = get(args.experiment)
+        if exp.predict is None:
+            raise NnjaxError(f"Experiment {exp.name!r} has no predict command.")
+        if args.checkpoint is None:
+            raise NnjaxError(f"Pass the folder a run saved: `nnjax predict {exp.name} --checkpoint DIR INPUT`.")
+        if not inputs:
+            raise NnjaxError(f"Give at least one input to predict, e.g. `nnjax predict {exp.name} --checkpoint DIR "
+                             "INPUT`.")
+        results = exp.predict(Path(args.checkpoint), inputs)
     _print_results(results, args.json)
     failed = [r for r in results if "error" in r]
     if failed:
@@ -239,13 +268,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-PREDICT_HELP = "Predict with a saved model: images, texts or a CSV series (inputs and options in any order)."
+PREDICT_HELP = ("Predict with a saved model: `nnjax predict CLASSIFIER_DIR INPUT...` (an exported classifier) or "
+                "`nnjax predict EXPERIMENT --checkpoint DIR INPUT...`; images, texts or a CSV series (inputs and "
+                "options in any order).")
 
 
 def _add_predict_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("experiment")
+    p.add_argument("experiment", help="an exported classifier folder, or an experiment name")
     p.add_argument("inputs", nargs="*", help="image paths or texts")
-    p.add_argument("--checkpoint", required=True, help="the 'checkpoint' folder a run wrote")
+    p.add_argument("--checkpoint", default=None, help="the 'checkpoint' folder a run wrote (with an experiment name)")
     p.add_argument("--csv", help="a CSV file (FILE or FILE:COLUMN) for series experiments")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_predict)
@@ -275,9 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="persistent XLA compilation cache folder (opt-in; also NNJAX_COMPILATION_CACHE)")
     p.set_defaults(func=_cmd_reproduce)
 
-    p = sub.add_parser("eval", help="evaluate a saved checkpoint", description="Evaluate a saved model.")
-    p.add_argument("experiment")
-    p.add_argument("--checkpoint", required=True, help="the 'checkpoint' folder a run wrote")
+    p = sub.add_parser("eval", help="evaluate a saved checkpoint",
+                       description="Evaluate a saved model: `nnjax eval CLASSIFIER_DIR --data PATH` (an exported "
+                                   "classifier on labelled data) or `nnjax eval EXPERIMENT --checkpoint DIR`.")
+    p.add_argument("experiment", help="an exported classifier folder, or an experiment name")
+    p.add_argument("--checkpoint", default=None, help="the 'checkpoint' folder a run wrote (with an experiment name)")
+    p.add_argument("--data", default=None, help="classifier folders: a folder of class folders, or a CSV/TSV/JSONL")
+    p.add_argument("--text-column", default="text", help="text classifiers: the column of the texts")
+    p.add_argument("--label-column", default="label", help="text classifiers: the column of the labels")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_eval)
 

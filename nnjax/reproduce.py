@@ -241,7 +241,8 @@ def reproduce(
     from tqdm.auto import tqdm
 
     out = prepare_out_dir(out)
-    experiments = [get(name) for name in only] if only else all_experiments()
+    # Default: the thesis's experiments (those with thesis numbers); the others run on the user's data.
+    experiments = [get(name) for name in only] if only else [e for e in all_experiments() if e.thesis]
     rows: list[dict] = []
     figures: dict[str, list[Path]] = {}
     outcomes: dict[str, dict] = {}

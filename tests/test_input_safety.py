@@ -474,7 +474,7 @@ def test_splits_without_both_classes_are_refused():
     tiny = parse_sms_spam(b"".join(b"ham\thello %d\n" % i for i in range(6)) + b"spam\tWIN\nspam\tFREE\n")
     splits = stratified_split(tiny.labels)  # 2 spam messages cannot fill three splits
     with pytest.raises(
-        NnjaxError, match="The val split has no spam message, because the file holds only 6 ham and 2 spam"
+        NnjaxError, match="The val split has no spam message, because the data holds only 6 ham and 2 spam"
     ):
         check_splits(tiny.labels, splits)
     with pytest.raises(NnjaxError, match="The test split is empty"):

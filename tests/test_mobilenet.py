@@ -9,20 +9,16 @@ import optax
 import pytest
 from conftest import assert_close_scaled
 
-from nnjax.models.mobilenet_v2 import (
-    HEAD_PATTERN,
-    MobileNetV2,
-    TransferClassifier,
-    architecture,
-    conv_padding,
-    fine_tune_pattern,
-    init_transfer_variables,
-    transfer_loss_fn,
-)
+from nnjax.errors import NnjaxError
+from nnjax.models.mobilenet_v2 import MobileNetV2, architecture, conv_padding, group_names
 from nnjax.nn.depthwise import depthwise_conv2d, depthwise_conv2d_xla
 from nnjax.train.freeze import count_params, partition, path_mask
 from nnjax.train.state import create_train_state
 from nnjax.train.step import make_train_step
+from nnjax.transfer import Classifier, HeadConfig
+from nnjax.transfer.backbones import Backbone
+from nnjax.transfer.examples import ArrayExamples
+from nnjax.transfer.heads import ClassifierHead
 
 
 @pytest.mark.parametrize(
@@ -55,9 +51,9 @@ def test_backbone_size_and_head_size_match_the_thesis_summary():
     model = MobileNetV2(alpha=1.0, include_top=False)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
     assert count_params(shapes) == 2_257_984  # params + BatchNorm statistics, as Keras counts them
-    classifier = TransferClassifier()
-    shapes = jax.eval_shape(lambda: classifier.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
-    assert count_params(shapes["params"]["head"]) == 164_097
+    head = ClassifierHead(HeadConfig(num_classes=2, hidden=128, output="sigmoid"))  # Dense(128) -> Dense(1)
+    assert count_params(jax.eval_shape(lambda: head.init(jax.random.key(0), jnp.zeros((1, 1280))))) == 164_097
+    assert len(group_names()) == 19  # stem, 17 blocks, last
 
 
 def test_width_multiplier_and_origin_rounding():
@@ -86,9 +82,8 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def small():
     """A narrow torchvision-style classifier on 32 px images, with non-trivial BatchNorm statistics."""
-    model = TransferClassifier(alpha=0.35, origin="torchvision", hidden=16)
-    backbone = MobileNetV2(alpha=0.35, include_top=False, origin="torchvision")
-    shapes = jax.eval_shape(backbone.init, jax.random.key(1), jnp.zeros((1, SIZE, SIZE, 3)))
+    module = MobileNetV2(alpha=0.35, include_top=False, pooling="avg", origin="torchvision")
+    shapes = jax.eval_shape(module.init, jax.random.key(1), jnp.zeros((1, SIZE, SIZE, 3)))
     rng = np.random.default_rng(1)
 
     def fill(path, leaf):  # random weights without compiling an init
@@ -100,33 +95,35 @@ def small():
             return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
         return jnp.asarray(rng.normal(0, 0.1, leaf.shape), jnp.float32)
 
-    backbone_vars = jax.tree_util.tree_map_with_path(fill, dict(shapes))
-    return model, init_transfer_variables(model, backbone_vars, jax.random.key(3), SIZE)
+    backbone = Backbone(name="tiny", kind="image", module=module,
+                        variables=jax.tree_util.tree_map_with_path(fill, dict(shapes)),
+                        groups=group_names(0.35, "torchvision"), feature_size=1280, spec={}, source={},
+                        preprocess=lambda x: x.astype(jnp.float32) / 127.5 - 1, image_size=SIZE)
+    classifier = Classifier(backbone, HeadConfig(num_classes=2, hidden=16, output="sigmoid"), ("cat", "dog"))
+    return classifier, classifier.init_variables(3)
 
 
-def test_start_and_stop_blocks_compose_to_the_full_forward(small):
-    model, variables = small
+def test_start_and_stop_groups_compose_to_the_full_forward(small):
+    classifier, variables = small
     x = jax.random.normal(jax.random.key(4), (2, SIZE, SIZE, 3))
+    model = classifier.model
     full = jax.jit(model.apply)(variables, x)
-    start = 14
-    acts = jax.jit(lambda v, x: model.apply(v, x, start, method="activations"))(variables, x)
+    backbone = {"params": variables["params"]["backbone"], "batch_stats": variables["batch_stats"]["backbone"]}
+    acts = jax.jit(lambda v, x: classifier.backbone.module.apply(v, x, stop=START))(backbone, x)
     assert acts.shape == (2, 1, 1, 56)  # the input of block 14 (160 * 0.35 -> 56 channels)
-    top = jax.jit(lambda v, a: model.apply(v, a, start_block=start))(variables, acts)
-    np.testing.assert_allclose(top, full, atol=1e-5)
+    top = jax.jit(lambda v, a: model.apply(v, a, start=START))(variables, acts)
+    assert_close_scaled(top, full)
 
 
-def test_fine_tune_pattern_selects_top_blocks_last_conv_and_head(small):
-    _, variables = small
-    mask = path_mask(variables["params"], fine_tune_pattern(2))
+def test_top_k_selects_the_top_groups_and_the_head(small):
+    classifier, variables = small
+    mask = path_mask(variables["params"], classifier.backbone.trainable_patterns("top-k", 3))
     flat = jax.tree_util.tree_flatten_with_path(mask)[0]
     chosen = {"/".join(str(k.key) for k in path[:2]) for path, m in flat if m}
-    assert chosen == {
-        "backbone/block_15",
-        "backbone/block_16",
-        "backbone/last",
-        "head/Dense_0",
-        "head/Dense_1",
-    }
+    assert chosen == {"backbone/block_15", "backbone/block_16", "backbone/last", "head/hidden", "head/classifier"}
+    assert classifier.backbone.first_trainable_group(variables["params"], mask) == 16
+    with pytest.raises(NnjaxError, match="outside 1..19"):
+        classifier.backbone.trainable_patterns("top-k", 20)
 
 
 def _batch(n=4, size=SIZE, seed=5):
@@ -145,27 +142,25 @@ def _compiled(step, state, batch):
     return compiled, float((analysis[0] if isinstance(analysis, list) else analysis)["flops"])
 
 
-START = 14  # tests that train run the top of the network on cached block-14 inputs (faster to compile)
+START = 15  # group 15 = block_14: tests that train run the top of the network on its cached inputs
 
 
-def _activations(model, variables, seed):
-    """A batch holding the (cached) input of block ``START`` and labels."""
+def _activations(classifier, variables, seed):
+    """A batch holding the (cached) input of group ``START`` and labels."""
     batch = _batch(seed=seed)
-    preprocess = lambda x: x.astype(jnp.float32) / 127.5 - 1  # noqa: E731
-    acts = jax.jit(lambda v, x: model.apply(v, preprocess(x), START, method="activations"))(
-        variables, batch["image"]
-    )
-    return {**batch, "activations": acts}
+    examples = ArrayExamples({"image": np.asarray(batch["image"])}, np.asarray(batch["label"]))
+    acts = classifier.backbone_part(variables, examples, 0, START, batch_size=4).arrays["activations"]
+    return {**batch, "activations": jnp.asarray(acts)}
 
 
 def test_partitioned_freezing_equals_masked_updates_with_less_compute_and_state(small):
     """Frozen = ``backbone/.*`` (blocks 14-16 and the last conv here); the naive way
     differentiates them and masks Adam's updates, the partition never differentiates them."""
-    model, variables = small
-    mask = path_mask(variables["params"], HEAD_PATTERN)
+    classifier, variables = small
+    mask = path_mask(variables["params"], r"head/.*")
     frozen = jax.tree_util.tree_map(lambda m: not m, mask)
-    loss = transfer_loss_fn(model, "activations", start_block=START)
-    batch = _activations(model, variables, 5)
+    loss = classifier.loss_fn(START)
+    batch = _activations(classifier, variables, 5)
     copy = lambda: jax.tree_util.tree_map(jnp.array, variables)  # noqa: E731 (the step donates its state)
 
     naive_tx = optax.chain(optax.adam(1e-2), optax.masked(optax.set_to_zero(), frozen))
@@ -219,20 +214,19 @@ def test_partitioned_freezing_equals_masked_updates_with_less_compute_and_state(
 
 
 def test_cached_features_train_the_same_head_as_the_frozen_network(small):
-    model, variables = small
-    mask = path_mask(variables["params"], HEAD_PATTERN)
-    batch = _activations(model, variables, 6)
-    features = jax.jit(lambda v, a: model.apply(v, a, START, method="features"))(
-        variables, batch["activations"]
-    )
+    classifier, variables = small
+    mask = path_mask(variables["params"], r"head/.*")
+    batch = _activations(classifier, variables, 6)
+    examples = ArrayExamples({"activations": np.asarray(batch["activations"])}, np.asarray(batch["label"]))
+    features = classifier.backbone_part(variables, examples, START, None, batch_size=4).arrays["features"]
     tx = optax.adam(1e-2)
     results = []
-    for kind, data in (("activations", batch), ("features", {**batch, "features": features})):
+    for start, data in ((START, batch), (classifier.backbone.depth, {**batch, "features": jnp.asarray(features)})):
         v = jax.tree_util.tree_map(jnp.array, variables)
         state = create_train_state(
             v["params"], tx, rng=jax.random.key(0), batch_stats=v["batch_stats"], trainable=mask
         )
-        step = make_train_step(transfer_loss_fn(model, kind, start_block=START), tx, trainable=mask)
+        step = make_train_step(classifier.loss_fn(start), tx, trainable=mask)
         for _ in range(3):
             state, _ = step(state, data)
         results.append(state.params["head"])
@@ -242,7 +236,7 @@ def test_cached_features_train_the_same_head_as_the_frozen_network(small):
 
 def test_only_the_partition_has_optimizer_state(small):
     _, variables = small
-    mask = path_mask(variables["params"], HEAD_PATTERN)
+    mask = path_mask(variables["params"], r"head/.*")
     state = create_train_state(variables["params"], optax.adam(1e-3), rng=jax.random.key(0), trainable=mask)
     head = count_params(partition(variables["params"], mask)[0])
     assert count_params(state.opt_state) == 2 * head + 1  # Adam's m and v, and the step count
@@ -251,16 +245,16 @@ def test_only_the_partition_has_optimizer_state(small):
 def test_augmentation_runs_inside_the_loss_in_training_only(small):
     from nnjax.data.augment import random_augment
 
-    model, variables = small
-    preprocess = lambda x: x.astype(jnp.float32) / 127.5 - 1  # noqa: E731
-    loss_fn = transfer_loss_fn(model, "images", preprocess=preprocess, augment=random_augment)
+    classifier, variables = small
+    loss_fn = classifier.loss_fn(0, augment=random_augment)
     batch = _batch(seed=7)
     run = jax.jit(
         lambda rng, train: loss_fn(variables["params"], variables["batch_stats"], batch, rng, train)[0],
         static_argnums=1,
     )
-    plain = transfer_loss_fn(model, "images", preprocess=preprocess)
-    expected = jax.jit(lambda: plain(variables["params"], variables["batch_stats"], batch, None, False)[0])()
+    plain = classifier.loss_fn(0)
+    expected = jax.jit(lambda: plain(variables["params"], variables["batch_stats"], batch, jax.random.key(9),
+                                     False)[0])()
     np.testing.assert_allclose(run(jax.random.key(0), False), expected, atol=1e-6)
     a, b = run(jax.random.key(0), True), run(jax.random.key(1), True)
     assert not np.allclose(a, expected) and not np.allclose(a, b)

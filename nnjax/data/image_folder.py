@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 RESAMPLING = ("bilinear", "nearest", "bicubic", "lanczos")
 
 
+#: suffixes of the image files people pass on a command line (any file in a class folder is tried)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
 class ImageDecodeError(NnjaxError):
     """A file is not a readable image."""
 
@@ -345,3 +349,44 @@ def _check_classes(
             f"{str(root)!r} has images for only {len(names)} class ({', '.join(names)}); "
             "a classifier needs at least two class folders with images."
         )
+
+
+VALIDATION_FOLDERS = ("validation", "val")
+
+
+def load_image_splits(
+    root: str | Path,
+    size: tuple[int, int] = (224, 224),
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    limit_per_class: int | None = None,
+) -> dict[str, ImageSet]:
+    """``{"train": ImageSet, "val": ImageSet}`` from a folder-per-class tree.
+
+    ``root`` either holds ``train/`` and ``validation/`` (or ``val/``) folders, each one folder per
+    class (the validation split must not add a class), or is itself one folder per class, split
+    into training and validation by a seeded, stratified ``val_fraction``. Any number of classes
+    >= 2; unreadable files are skipped (``ImageSet.skipped`` of each split lists them).
+    """
+    from nnjax.data.splits import check_splits, stratified_split
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataNotFoundError(f"The image folder {str(root)!r} does not exist; pass a folder with one sub-folder "
+                                "per class (or train/ and validation/ folders of them).")
+    val_dir = next((root / name for name in VALIDATION_FOLDERS if (root / name).is_dir()), None)
+    if (root / "train").is_dir() and val_dir is not None:
+        train = load_image_folder(root / "train", size, limit_per_class=limit_per_class)
+        extra = sorted({p.name for p in val_dir.iterdir() if p.is_dir()} - set(train.class_names))
+        if extra:
+            raise NnjaxError(f"{str(val_dir)!r} has a class folder {extra[0]!r} that {str(root / 'train')!r} lacks; "
+                             "give both splits the same classes.")
+        val = load_image_folder(val_dir, size, class_names=train.class_names, limit_per_class=limit_per_class)
+        return {"train": train, "val": val}
+    if not 0 < val_fraction < 1:
+        raise NnjaxError(f"The validation fraction must be between 0 and 1, got {val_fraction}.")
+    whole = load_image_folder(root, size, limit_per_class=limit_per_class)
+    train_index, val_index = stratified_split(whole.labels, (1 - val_fraction, val_fraction), seed=seed)
+    check_splits(whole.labels, {"train": train_index, "val": val_index}, whole.class_names, "image")
+    return {"train": whole.subset(train_index), "val": whole.subset(val_index)}

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from nnjax.data.paths import dataset_dir, download, sha256_of
+from nnjax.data.splits import check_splits as check_class_splits
+from nnjax.data.splits import stratified_split
 from nnjax.errors import DataNotFoundError, NnjaxError
 
 FILE_NAME = "SMSSpamCollection"
@@ -141,55 +143,9 @@ def load_sms_spam(path: str | Path | None = None, *, on_error: str = "warn") -> 
     return result
 
 
-def stratified_split(
-    labels: np.ndarray, fractions: tuple[float, ...] = (0.75, 0.125, 0.125), seed: int = 0
-) -> list[np.ndarray]:
-    """Index arrays, one per fraction, each class split in the same proportions (seeded, sorted).
-
-    The thesis splits 75 % train and then halves the remaining 25 % into test and validation.
-    """
-    if abs(sum(fractions) - 1.0) > 1e-6:
-        raise NnjaxError(f"Split fractions {fractions} do not sum to 1; adjust them.")
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in fractions]
-    bounds = np.cumsum(fractions)[:-1]
-    for cls in np.unique(labels):
-        index = rng.permutation(np.flatnonzero(labels == cls))
-        cuts = np.round(bounds * len(index)).astype(int)
-        for part, chunk in zip(parts, np.split(index, cuts), strict=True):
-            part.append(chunk)
-    return [np.sort(np.concatenate(p)) for p in parts]
-
-
-def check_splits(
-    labels: np.ndarray, splits: Mapping[str, np.ndarray] | Sequence[np.ndarray]
-) -> None:
-    """Refuse splits a classifier cannot be trained or scored on: each must hold at least one
-    message of every class (ham and spam), or accuracy, precision and recall are 0 or NaN.
-
-    Args:
-      labels: int32 ``[N]``, ham 0 / spam 1, of the whole file.
-      splits: index arrays into ``labels`` by split name (a sequence is named
-        ``train``, ``val``, ``test`` in order, as :func:`stratified_split` returns them).
-
-    Raises :class:`NnjaxError` naming the first split that is empty or lacks a class, with how
-    many messages of each class the file has.
-    """
-    labels = np.asarray(labels)
-    if not isinstance(splits, Mapping):
-        splits = dict(zip(("train", "val", "test") if len(splits) == 3 else
-                          [f"split {i + 1}" for i in range(len(splits))], splits, strict=True))
-    total = [int((labels == c).sum()) for c in range(len(LABELS))]
-    file_counts = " and ".join(f"{n} {name}" for n, name in zip(total, LABELS, strict=True))
-    for name, index in splits.items():
-        counts = [int((labels[np.asarray(index, np.int64)] == c).sum()) for c in range(len(LABELS))]
-        missing = [cls for cls, n in zip(LABELS, counts, strict=True) if n == 0]
-        if missing:
-            what = "is empty" if not sum(counts) else f"has no {' or '.join(missing)} message"
-            raise NnjaxError(
-                f"The {name} split {what}, because the file holds only {file_counts} messages; every split "
-                "needs both classes, so use a file with more messages of each class."
-            )
+def check_splits(labels: np.ndarray, splits: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> None:
+    """:func:`nnjax.data.splits.check_splits` for ham (0) / spam (1) messages."""
+    check_class_splits(labels, splits, LABELS, "message")
 
 
 def split_report(data: SmsSpam, splits: dict[str, np.ndarray]) -> dict[str, int]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nnjax.data.batching import map_batches, pad_rows
 from nnjax.errors import NnjaxError
 
 LENGTH_LADDER = (16, 32, 48, 64, 128, 256, 512)
@@ -109,20 +110,6 @@ def make_buckets(
     return buckets
 
 
-def _pad_rows(arrays: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-    """Pad every array to ``rows`` along axis 0 with zeros; add the float32 row ``mask``."""
-    n = len(next(iter(arrays.values())))
-    batch = {}
-    for name, value in arrays.items():
-        if n < rows:
-            value = np.concatenate([value, np.zeros((rows - n, *value.shape[1:]), value.dtype)])
-        batch[name] = value
-    mask = np.zeros(rows, np.float32)
-    mask[:n] = 1.0
-    batch["mask"] = mask
-    return batch
-
-
 class BucketLoader:
     """Mini-batches from length buckets, with :class:`ArrayLoader`'s interface.
 
@@ -160,7 +147,7 @@ class BucketLoader:
         if self.shuffle:
             plan = [plan[j] for j in rng.permutation(len(plan))]
         for b, rows in plan[start:]:
-            yield _pad_rows({k: v[rows] for k, v in self.arrays[b].items()}, self.batch_size)
+            yield pad_rows({k: v[rows] for k, v in self.arrays[b].items()}, self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self.epoch(0)
@@ -182,16 +169,12 @@ def apply_buckets(
     ``token_budget`` tokens (one shape, hence one compile, per bucket; a bucket smaller than that
     is padded to the next power of two of rows only); returns one array
     ``[n_b, ...]`` per bucket with the padding rows removed."""
-    pending = []  # dispatch everything first (JAX runs asynchronously), then collect
+    outputs = []
     for bucket in buckets:
         # A small bucket gets the next power of two of rows, not the full budget (few inputs, few shapes).
         rows = min(rows_for_length(bucket.length, token_budget), 1 << max(len(bucket) - 1, 0).bit_length())
-        parts = []
-        for start in range(0, len(bucket), rows):
-            batch = _pad_rows({k: bucket.arrays[k][start: start + rows] for k in keys}, rows)
-            parts.append((fn(batch), int(batch["mask"].sum())))
-        pending.append(parts)
-    return [np.concatenate([np.asarray(out)[:n] for out, n in parts]) for parts in pending]
+        outputs.append(map_batches(fn, {k: bucket.arrays[k] for k in keys}, rows))
+    return outputs
 
 
 def unbucket(outputs: Sequence[np.ndarray], buckets: Sequence[Bucket], total: int) -> np.ndarray:

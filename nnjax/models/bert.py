@@ -44,7 +44,6 @@ from nnjax.errors import NnjaxError
 
 HEAD_TYPES = ("distilbert", "bert")
 POOLINGS = ("cls", "mean")
-TRAIN_MODES = ("classifier", "head", "top-k", "all")
 
 _ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),
@@ -259,6 +258,41 @@ class Encoder(nn.Module):
         return x
 
 
+def group_names(num_layers: int) -> tuple[str, ...]:
+    """The encoder's layer groups in order: ``embeddings``, ``layers_0`` ... ``layers_{L-1}``."""
+    return ("embeddings", *(f"layers_{i}" for i in range(num_layers)))
+
+
+class TextEncoder(Encoder):
+    """The encoder under the backbone contract of :mod:`nnjax.transfer` (parameters as :class:`Encoder`'s).
+
+    ``__call__(inputs, train=False, start=0, stop=None)`` runs the groups ``[start, stop)`` of
+    :func:`group_names`. ``inputs`` is ``{"input_ids", "attention_mask"}`` ``[B, T]`` when ``start``
+    is 0, else ``{"hidden" [B, T, H], "attention_mask"}`` at boundary ``start`` (the input of group
+    ``start``). ``stop=k`` returns that dict at boundary ``k``; ``stop=None`` runs every layer and
+    returns the pooled vector ``[B, H]`` (``pooling``: ``"cls"`` or ``"mean"``).
+    """
+
+    pooling: str = "cls"
+
+    def __call__(self, inputs: dict, train: bool = False, start: int = 0, stop: int | None = None):
+        groups = self.config.num_layers + 1
+        end = groups if stop is None else stop
+        if not 0 <= start <= end <= groups:
+            raise ValueError(f"need 0 <= start <= stop <= {groups} (the layer groups), got {start}, {stop}")
+        mask = inputs["attention_mask"]
+        if start == 0:
+            if end == 0:
+                return dict(inputs)
+            x = self.embeddings(inputs["input_ids"], inputs.get("token_type_ids"), train=train)
+        else:
+            x = inputs["hidden"]
+        x = self.run_layers(x, mask, start=max(start, 1) - 1, stop=end - 1, train=train)
+        if stop is not None:
+            return {"hidden": x, "attention_mask": mask}
+        return pool(x, mask, self.pooling)
+
+
 class ClassificationHead(nn.Module):
     """``"distilbert"``: pre_classifier -> ReLU -> dropout -> classifier;
     ``"bert"``: pooler (dense -> tanh) -> dropout -> classifier. ``[B, H] -> [B, num_labels]``."""
@@ -335,37 +369,3 @@ class SequenceClassifier(nn.Module):
     def classify(self, pooled: jax.Array, *, train: bool = False) -> jax.Array:
         """Logits ``[B, num_labels]`` from pooled vectors ``[B, H]``."""
         return self.head(pooled, train=train)
-
-
-def trainable_pattern(mode: str, num_layers: int, top_k: int = 1) -> str:
-    """The regex (for ``path_mask``) of the parameters a training mode trains.
-
-    ``classifier``: the last layer only (the thesis: 1,538 values for DistilBERT);
-    ``head``: the whole head; ``top-k``: the head and the last ``top_k`` transformer layers;
-    ``all``: everything.
-    """
-    if mode == "classifier":
-        return r"head/classifier/.*"
-    if mode == "head":
-        return r"head/.*"
-    if mode == "top-k":
-        if not 1 <= top_k <= num_layers:
-            raise NnjaxError(f"--top-k {top_k} is outside 1..{num_layers}, the encoder's number of layers.")
-        layers = "|".join(str(i) for i in range(num_layers - top_k, num_layers))
-        return rf"head/.*|encoder/layers_({layers})/.*"
-    if mode == "all":
-        return r".*"
-    raise NnjaxError(f"Unknown training mode {mode!r}; choose one of {', '.join(TRAIN_MODES)}.")
-
-
-def frozen_prefix_layers(mode: str, num_layers: int, top_k: int = 1) -> int | None:
-    """How many encoder layers are frozen from the bottom (and can be cached), or None when even
-    the embeddings train (``all``). ``num_layers`` means the whole encoder is frozen."""
-    if mode in ("classifier", "head"):
-        return num_layers
-    if mode == "top-k":
-        trainable_pattern(mode, num_layers, top_k)  # validates top_k
-        return num_layers - top_k
-    if mode == "all":
-        return None
-    raise NnjaxError(f"Unknown training mode {mode!r}; choose one of {', '.join(TRAIN_MODES)}.")

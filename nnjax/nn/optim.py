@@ -15,6 +15,12 @@ Adam (3.3.2), ``t = 1, 2, ...``::
     v_t = b2 v_{t-1} + (1 - b2) g_t^2        v_hat_t = v_t / (1 - b2^t)
     Theta_{t+1} = Theta_t - eta_t m_hat_t / (sqrt(v_hat_t) + eps)
 
+AdamW (Loshchilov & Hutter, 2019) decouples the weight decay from the gradient: the decay
+``lambda Theta_t`` is added to Adam's direction, not to ``g_t``, so it is not rescaled by
+``sqrt(v_hat)`` (the usual choice for fine-tuning transformers)::
+
+    Theta_{t+1} = Theta_t - eta_t (m_hat_t / (sqrt(v_hat_t) + eps) + lambda Theta_t)
+
 Adam's per-parameter *effective step* (the thesis's ``K``, plotted in appendix G) is the
 factor that turns the raw gradient into the update, ``Delta Theta = -K g``::
 
@@ -158,6 +164,53 @@ def adam(
         return updates, AdamState(count, mu, nu, k_stats)
 
     return optax.GradientTransformation(init, update)
+
+
+def adamw(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 1e-4,
+    mask: PyTree | None = None,
+) -> optax.GradientTransformation:
+    """Adam with decoupled weight decay (AdamW). Equal to ``optax.adamw`` with the same arguments.
+
+    Args:
+      learning_rate, b1, b2, eps: as :func:`adam`.
+      weight_decay: lambda, the decay rate per unit of learning rate (``>= 0``).
+      mask: which parameters decay: a bool pytree like the params, a function
+        ``params -> bool pytree``, or None for all (the convention of ``optax.adamw``). The usual
+        fine-tuning choice leaves biases and normalisation scales undecayed: see :func:`decay_mask`.
+
+    Returns:
+      A GradientTransformation with :class:`AdamState` (the moments) whose updates are
+      ``-eta_t (m_hat / (sqrt(v_hat) + eps) + lambda Theta)``; ``update`` needs ``params``.
+    """
+    if _is_number(weight_decay) and not weight_decay >= 0:
+        raise NnjaxError(f"AdamW's weight_decay must be >= 0, got {weight_decay!r}.")
+    inner = adam(learning_rate, b1, b2, eps)
+
+    def update(grads: PyTree, state: AdamState, params: PyTree = None) -> tuple[PyTree, AdamState]:
+        if params is None:
+            raise NnjaxError("AdamW needs the parameters: call update(grads, state, params).")
+        updates, state = inner.update(grads, state)
+        lr = _lr_at(learning_rate, state.count - 1)
+        decays = mask(params) if callable(mask) else mask
+        if decays is None:
+            decays = jax.tree.map(lambda _: True, params)
+        updates = jax.tree.map(
+            lambda u, p, d: u - jnp.asarray(lr * weight_decay, dtype=u.dtype) * p if d else u,
+            updates, params, decays)
+        return updates, state
+
+    return optax.GradientTransformation(inner.init, update)
+
+
+def decay_mask(params: PyTree) -> PyTree:
+    """True for matrices and kernels (``ndim >= 2``), False for biases, LayerNorm / BatchNorm scales
+    and other vectors: the weights AdamW usually decays when fine-tuning."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
 def _bias_corrected(mu: PyTree, nu: PyTree, count: jax.Array, b1: float, b2: float) -> tuple[PyTree, PyTree]:
