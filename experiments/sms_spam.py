@@ -187,9 +187,11 @@ def _figures(ctx: RunContext, cm: np.ndarray, history: list[dict], model_name: s
 
 def predict(checkpoint_dir: Path, inputs: list[str]) -> list[dict]:
     """Label and probability for each text."""
+    from nnjax.data.text import check_utf8_texts
     from nnjax.transfer import load_classifier
 
-    rows = load_classifier(checkpoint_dir, expected_model=NAME).predict_texts(inputs)
+    texts = check_utf8_texts([str(t) for t in inputs])  # before loading anything: a bad input is the user's to fix
+    rows = load_classifier(checkpoint_dir, expected_model=NAME).predict_texts(texts)
     return [{**row, "spam_probability": row["probabilities"]["spam"]} for row in rows]
 
 

@@ -80,9 +80,9 @@ def _sequences(lengths):
 
 def test_buckets_pad_to_the_ladder_and_round_trip():
     lengths = [3, 16, 17, 40, 2, 64, 65, 200]
-    assert bucket_bounds(128) == (16, 32, 48, 64, 128) and bucket_bounds(512)[-1] == 512
+    assert bucket_bounds(128) == (16, 24, 32, 40, 48, 64, 96, 128) and bucket_bounds(512)[-1] == 512
     buckets = make_buckets(_sequences(lengths), bucket_bounds(256), extras={"label": np.arange(8)})
-    assert [b.length for b in buckets] == [16, 32, 48, 64, 128, 256]
+    assert [b.length for b in buckets] == [16, 24, 40, 64, 96, 256]  # empty steps of the ladder are dropped
     for b in buckets:
         assert b.arrays["input_ids"].shape == (len(b), b.length)
         np.testing.assert_array_equal(b.arrays["attention_mask"].sum(1), np.array(lengths)[b.index])

@@ -1,6 +1,6 @@
 """Text batching: tokenise without padding, then group messages into length buckets.
 
-Every bucket has one padded length ``L`` (a fixed ladder, 16, 32, 48, 64, 128, 256, ... up to the
+Every bucket has one padded length ``L`` (a fixed ladder, 16, 24, 32, 40, 48, 64, 96, 128, 256, ... up to the
 model's maximum), so a jitted function compiles once per bucket rather than once per batch,
 and short messages do not pay for the longest one. Batches are dicts of NumPy arrays with a
 float32 ``mask`` ``[B]`` (0 on padding rows), the same contract as
@@ -18,7 +18,7 @@ import numpy as np
 from nnjax.data.batching import map_batches, pad_rows
 from nnjax.errors import NnjaxError
 
-LENGTH_LADDER = (16, 32, 48, 64, 128, 256, 512)
+LENGTH_LADDER = (16, 24, 32, 40, 48, 64, 96, 128, 256, 512)
 
 
 def check_utf8_texts(texts: Sequence[str], what: str = "Input") -> list[str]:
@@ -171,8 +171,13 @@ def apply_buckets(
     ``[n_b, ...]`` per bucket with the padding rows removed."""
     outputs = []
     for bucket in buckets:
-        # A small bucket gets the next power of two of rows, not the full budget (few inputs, few shapes).
+        # A small bucket gets the next power of two of rows, not the full budget (few inputs, few shapes);
+        # a large one is cut into equal batches (rows a multiple of 8), so the last is not mostly padding.
         rows = min(rows_for_length(bucket.length, token_budget), 1 << max(len(bucket) - 1, 0).bit_length())
+        batches = -(-len(bucket) // rows)
+        if batches > 1:
+            per_batch = -(-len(bucket) // batches)  # ceil(n / batches)
+            rows = min(rows, (per_batch + 7) // 8 * 8)
         outputs.append(map_batches(fn, {k: bucket.arrays[k] for k in keys}, rows))
     return outputs
 
