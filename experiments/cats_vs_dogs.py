@@ -39,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from nnjax.errors import NnjaxError
-from nnjax.experiment import Experiment, RunContext, register
+from nnjax.experiment import Experiment, RunContext, option, register
 
 NAME = "cats-vs-dogs"
 CLASS_NAMES = ("cat", "dog")
@@ -47,47 +47,24 @@ CLASS_NAMES = ("cat", "dog")
 
 @dataclasses.dataclass
 class Config:
-    source: Literal["folder", "tfds"] = dataclasses.field(
-        default="folder",
-        metadata={"help": "'folder': $NNJAX_DATA_DIR/cats_vs_dogs; 'tfds': tensorflow-datasets"},
-    )
-    weights: Literal["torchvision", "keras"] = dataclasses.field(
-        default="torchvision",
-        metadata={"help": "ImageNet weights: torchvision (offline package) or keras (download)"},
-    )
-    epochs: int = dataclasses.field(default=10, metadata={"help": "epochs of the head (thesis: 10)"})
-    batch_size: int = dataclasses.field(default=32, metadata={"help": "images per step (thesis: 32)"})
-    learning_rate: float = dataclasses.field(
-        default=1e-3, metadata={"help": "Adam's learning rate for the head"}
-    )
-    hidden: int = dataclasses.field(default=128, metadata={"help": "units of the head's hidden Dense layer"})
-    image_size: int = dataclasses.field(default=224, metadata={"help": "photos are resized to SIZE x SIZE"})
-    augment: bool = dataclasses.field(
-        default=False,
-        metadata={"help": "the thesis's shear/zoom/flip augmentation (disables feature caching)"},
-    )
-    cache_features: bool = dataclasses.field(
-        default=True, metadata={"help": "run the frozen backbone once per image and train on its features"}
-    )
-    flip_views: bool = dataclasses.field(
-        default=True,
-        metadata={
-            "help": "with cached features, also cache each training photo's mirror image "
-            "(the thesis's horizontal flip, in feature space)"
-        },
-    )
-    fine_tune_blocks: int = dataclasses.field(
-        default=3,
-        metadata={"help": "second stage: unfreeze the top N blocks + last conv (0: skip the stage)"},
-    )
-    fine_tune_epochs: int = dataclasses.field(default=2, metadata={"help": "epochs of the fine-tuning stage"})
-    fine_tune_learning_rate: float = dataclasses.field(
-        default=1e-5, metadata={"help": "Adam's learning rate while fine-tuning (the Keras guide's 1e-5)"}
-    )
-    limit_per_class: int = dataclasses.field(
-        default=0, metadata={"help": "use only the first N photos of each class and split (0: all)"}
-    )
-    grid_images: int = dataclasses.field(default=24, metadata={"help": "validation photos in the figure"})
+    source: Literal["folder", "tfds"] = option("folder", "'folder': $NNJAX_DATA_DIR/cats_vs_dogs; 'tfds': "
+        "tensorflow-datasets")
+    weights: Literal["torchvision", "keras"] = option("torchvision", "ImageNet weights: torchvision (offline "
+        "package) or keras (download)")
+    epochs: int = option(10, "epochs of the head (thesis: 10)")
+    batch_size: int = option(32, "images per step (thesis: 32)")
+    learning_rate: float = option(1e-3, "Adam's learning rate for the head")
+    hidden: int = option(128, "units of the head's hidden Dense layer")
+    image_size: int = option(224, "photos are resized to SIZE x SIZE")
+    augment: bool = option(False, "the thesis's shear/zoom/flip augmentation (disables feature caching)")
+    cache_features: bool = option(True, "run the frozen backbone once per image and train on its features")
+    flip_views: bool = option(True, "with cached features, also cache each training photo's mirror image (the "
+        "thesis's horizontal flip, in feature space)")
+    fine_tune_blocks: int = option(3, "second stage: unfreeze the top N blocks + last conv (0: skip the stage)")
+    fine_tune_epochs: int = option(2, "epochs of the fine-tuning stage")
+    fine_tune_learning_rate: float = option(1e-5, "Adam's learning rate while fine-tuning (the Keras guide's 1e-5)")
+    limit_per_class: int = option(0, "use only the first N photos of each class and split (0: all)")
+    grid_images: int = option(24, "validation photos in the figure")
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.batch_size, self.hidden) < 1 or self.image_size < 32:
@@ -159,6 +136,7 @@ def run(config: Config, ctx: RunContext) -> dict:
         **outcome.counts,
         "weights": backbone.source["origin"],
         "weights_sha256": backbone.source["sha256"],
+        "weights_report": backbone.report,
         "cached_features": cached,
         "flip_views": bool(cached and config.flip_views),
         "augment": config.augment,

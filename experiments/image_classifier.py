@@ -23,31 +23,28 @@ from pathlib import Path
 from typing import Literal
 
 from nnjax.errors import NnjaxError
-from nnjax.experiment import Experiment, RunContext, register
+from nnjax.experiment import Experiment, RunContext, option, register
 
 NAME = "image-classifier"
 
 
 @dataclasses.dataclass
 class Config:
-    data: str = dataclasses.field(default="", metadata={"help": "folder of class folders (or of train/ and "
-                                                                "validation/ folders of them)"})
-    backbone: Literal["mobilenet_v2", "efficientnet_lite0"] = dataclasses.field(
-        default="mobilenet_v2", metadata={"help": "ImageNet backbone"})
-    train: Literal["head", "top-k", "all"] = dataclasses.field(
-        default="head", metadata={"help": "head only, or a second stage on the top groups or everything"})
-    top_k: int = dataclasses.field(default=4, metadata={"help": "layer groups fine-tuned by --train top-k"})
-    epochs: int = dataclasses.field(default=10, metadata={"help": "epochs of the head on the frozen backbone"})
-    learning_rate: float = dataclasses.field(default=1e-3, metadata={"help": "Adam's learning rate for the head"})
-    fine_tune_epochs: int = dataclasses.field(default=2, metadata={"help": "epochs of the second stage"})
-    fine_tune_learning_rate: float = dataclasses.field(default=1e-5, metadata={"help": "its learning rate"})
-    batch_size: int = dataclasses.field(default=32, metadata={"help": "images per step"})
-    hidden: int = dataclasses.field(default=128, metadata={"help": "units of the head's hidden layer (0: none)"})
-    image_size: int = dataclasses.field(default=224, metadata={"help": "photos are resized to SIZE x SIZE"})
-    val_fraction: float = dataclasses.field(default=0.2, metadata={
-        "help": "validation share when DIR has no train/ and validation/ folders"})
-    flip_views: bool = dataclasses.field(default=True, metadata={"help": "also train on mirrored photos"})
-    limit_per_class: int = dataclasses.field(default=0, metadata={"help": "first N photos per class (0: all)"})
+    data: str = option("", "folder of class folders (or of train/ and validation/ folders of them)")
+    backbone: Literal["mobilenet_v2", "efficientnet_lite0"] = option("mobilenet_v2", "ImageNet backbone")
+    train: Literal["head", "top-k", "all"] = option("head", "head only, or a second stage on the top groups or "
+        "everything")
+    top_k: int = option(4, "layer groups fine-tuned by --train top-k")
+    epochs: int = option(10, "epochs of the head on the frozen backbone")
+    learning_rate: float = option(1e-3, "Adam's learning rate for the head")
+    fine_tune_epochs: int = option(2, "epochs of the second stage")
+    fine_tune_learning_rate: float = option(1e-5, "its learning rate")
+    batch_size: int = option(32, "images per step")
+    hidden: int = option(128, "units of the head's hidden layer (0: none)")
+    image_size: int = option(224, "photos are resized to SIZE x SIZE")
+    val_fraction: float = option(0.2, "validation share when DIR has no train/ and validation/ folders")
+    flip_views: bool = option(True, "also train on mirrored photos")
+    limit_per_class: int = option(0, "first N photos per class (0: all)")
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.batch_size, self.top_k) < 1 or self.image_size < 32 or self.hidden < 0:
@@ -93,7 +90,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     ctx.save_figure(accuracy_figure(outcome.result.history, f"{Path(config.data).name}, {backbone.name}"),
                     "accuracy.png")
     return {**summary, "classes": list(classes), "skipped_inputs": len(skipped), "backbone": backbone.describe(),
-            "history": outcome.result.history}
+            "weights_report": backbone.report, "history": outcome.result.history}
 
 
 def fingerprint(config: Config) -> dict[str, str]:

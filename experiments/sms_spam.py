@@ -38,7 +38,7 @@ from typing import Literal
 import numpy as np
 
 from nnjax.errors import NnjaxError
-from nnjax.experiment import Experiment, RunContext, register
+from nnjax.experiment import Experiment, RunContext, option, register
 
 NAME = "sms-spam"
 LABELS = ("ham", "spam")
@@ -48,29 +48,23 @@ TRAIN_MODES = ("classifier", "head", "top-k", "all")
 
 @dataclasses.dataclass
 class Config:
-    model: str = dataclasses.field(default="auto", metadata={
-        "help": "auto (hub distilbert-base-uncased when online, else the offline MiniLM), minilm, a hub id "
-                "or a local folder with config.json, model.safetensors and tokenizer files"})
-    train: str = dataclasses.field(default="head", metadata={"help": "classifier, head, top-k or all"})
-    top_k: int = dataclasses.field(default=2, metadata={"help": "transformer layers fine-tuned by --train top-k"})
-    head: str = dataclasses.field(default="auto", metadata={
-        "help": "distilbert (pre_classifier-ReLU-classifier), bert (pooler-tanh-classifier) or auto"})
-    pooling: str = dataclasses.field(default="auto", metadata={
-        "help": "cls, mean, or auto (mean for sentence-transformers models, else cls)"})
-    epochs: int = dataclasses.field(default=30, metadata={"help": "epochs of the head on the frozen encoder"})
-    learning_rate: float = dataclasses.field(default=0.0, metadata={
-        "help": "Adam learning rate of the head; 0: 1e-3 (Keras' default, the thesis's), 3e-2 for --train classifier "
-                "(one linear layer on fixed features; picked on the validation split)"})
-    finetune_epochs: int = dataclasses.field(default=3, metadata={
-        "help": "epochs of the second stage (top-k / all), the thesis's 3"})
-    finetune_learning_rate: float = dataclasses.field(default=5e-5, metadata={
-        "help": "Adam learning rate of the second stage"})
-    batch_size: int = dataclasses.field(default=64, metadata={"help": "training batch size (the thesis's 64)"})
-    max_length: int = dataclasses.field(default=0, metadata={"help": "truncation in tokens (0: the model's maximum)"})
-    token_budget: int = dataclasses.field(default=8192, metadata={"help": "tokens per inference batch"})
-    limit: int = dataclasses.field(default=0, metadata={"help": "use a stratified subset of N messages (0: all)"})
-    dtype: Literal["float32", "bfloat16"] = dataclasses.field(default="float32", metadata={
-        "help": "compute dtype of the encoder and the head; parameters and Adam's state stay float32"})
+    model: str = option("auto", "auto (hub distilbert-base-uncased when online, else the offline MiniLM), minilm, a "
+        "hub id or a local folder with config.json, model.safetensors and tokenizer files")
+    train: str = option("head", "classifier, head, top-k or all")
+    top_k: int = option(2, "transformer layers fine-tuned by --train top-k")
+    head: str = option("auto", "distilbert (pre_classifier-ReLU-classifier), bert (pooler-tanh-classifier) or auto")
+    pooling: str = option("auto", "cls, mean, or auto (mean for sentence-transformers models, else cls)")
+    epochs: int = option(30, "epochs of the head on the frozen encoder")
+    learning_rate: float = option(0.0, "Adam learning rate of the head; 0: 1e-3 (Keras' default, the thesis's), "
+        "3e-2 for --train classifier (one linear layer on fixed features; picked on the validation split)")
+    finetune_epochs: int = option(3, "epochs of the second stage (top-k / all), the thesis's 3")
+    finetune_learning_rate: float = option(5e-5, "Adam learning rate of the second stage")
+    batch_size: int = option(64, "training batch size (the thesis's 64)")
+    max_length: int = option(0, "truncation in tokens (0: the model's maximum)")
+    token_budget: int = option(8192, "tokens per inference batch")
+    limit: int = option(0, "use a stratified subset of N messages (0: all)")
+    dtype: Literal["float32", "bfloat16"] = option("float32", "compute dtype of the encoder and the head; "
+        "parameters and Adam's state stay float32")
 
     def __post_init__(self) -> None:
         from nnjax.models.bert import HEAD_TYPES, POOLINGS

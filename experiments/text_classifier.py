@@ -25,28 +25,27 @@ from typing import Literal
 import numpy as np
 
 from nnjax.errors import NnjaxError
-from nnjax.experiment import Experiment, RunContext, register
+from nnjax.experiment import Experiment, RunContext, option, register
 
 NAME = "text-classifier"
 
 
 @dataclasses.dataclass
 class Config:
-    data: str = dataclasses.field(default="", metadata={"help": "CSV, TSV or JSONL file of labelled texts"})
-    text_column: str = dataclasses.field(default="text", metadata={"help": "column (or key) of the texts"})
-    label_column: str = dataclasses.field(default="label", metadata={"help": "column (or key) of the labels"})
-    model: str = dataclasses.field(default="minilm", metadata={
-        "help": "minilm (offline all-MiniLM-L6-v2), a Hugging Face folder, or a hub id (online)"})
-    train: Literal["head", "top-k", "all"] = dataclasses.field(
-        default="head", metadata={"help": "head only, or a second stage on the top layers or everything"})
-    top_k: int = dataclasses.field(default=2, metadata={"help": "transformer layers fine-tuned by --train top-k"})
-    epochs: int = dataclasses.field(default=30, metadata={"help": "epochs of the head on the frozen encoder"})
-    learning_rate: float = dataclasses.field(default=1e-3, metadata={"help": "Adam's learning rate for the head"})
-    fine_tune_epochs: int = dataclasses.field(default=3, metadata={"help": "epochs of the second stage"})
-    fine_tune_learning_rate: float = dataclasses.field(default=5e-5, metadata={"help": "its peak learning rate"})
-    batch_size: int = dataclasses.field(default=64, metadata={"help": "texts per step"})
-    max_length: int = dataclasses.field(default=128, metadata={"help": "truncation in tokens (0: the model's)"})
-    val_fraction: float = dataclasses.field(default=0.2, metadata={"help": "share of rows held out for validation"})
+    data: str = option("", "CSV, TSV or JSONL file of labelled texts")
+    text_column: str = option("text", "column (or key) of the texts")
+    label_column: str = option("label", "column (or key) of the labels")
+    model: str = option("minilm", "minilm (offline all-MiniLM-L6-v2), a Hugging Face folder, or a hub id (online)")
+    train: Literal["head", "top-k", "all"] = option("head", "head only, or a second stage on the top layers or "
+        "everything")
+    top_k: int = option(2, "transformer layers fine-tuned by --train top-k")
+    epochs: int = option(30, "epochs of the head on the frozen encoder")
+    learning_rate: float = option(1e-3, "Adam's learning rate for the head")
+    fine_tune_epochs: int = option(3, "epochs of the second stage")
+    fine_tune_learning_rate: float = option(5e-5, "its peak learning rate")
+    batch_size: int = option(64, "texts per step")
+    max_length: int = option(128, "truncation in tokens (0: the model's)")
+    val_fraction: float = option(0.2, "share of rows held out for validation")
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.batch_size, self.top_k) < 1 or self.fine_tune_epochs < 0 or self.max_length < 0:

@@ -85,6 +85,11 @@ class Experiment:
         return self.config(**values)
 
 
+def option(default: Any, help: str) -> Any:  # noqa: A002 -- the word argparse uses
+    """A config field with its ``--help`` text: ``epochs: int = option(10, "passes over the data")``."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 _REGISTRY: dict[str, Experiment] = {}
 _DISCOVERED = False
 

@@ -199,6 +199,7 @@ def image_backbone(name: str = "mobilenet_v2", *, weights: str = "torchvision", 
         source = {"name": f"mobilenet_v2 ({loaded.origin}, alpha {loaded.alpha:g})", "origin": loaded.origin,
                   "file": str(loaded.source), "sha256": loaded.sha256}
         variables = loaded.backbone_variables()
+        report = loaded.report.summary() if getattr(loaded, "report", None) is not None else {}
     elif name == "efficientnet_lite0":
         from nnjax.models import efficientnet_lite, efficientnet_lite_weights
 
@@ -211,12 +212,13 @@ def image_backbone(name: str = "mobilenet_v2", *, weights: str = "torchvision", 
                 "preprocessing": {"name": p.name, "mean": list(p.mean), "std": list(p.std)}}
         source = {"name": "efficientnet_lite0 (ImageNet, PyTorch port)", "origin": "efficientnet-lite-pytorch",
                   "file": str(path), "sha256": efficientnet_lite_weights.SHA256}
+        report = {"source": source["name"], "loaded": "every tensor, shapes checked (torch_to_variables)"}
     else:
         raise NnjaxError(f"Unknown image backbone {name!r}; choose one of {', '.join(IMAGE_BACKBONES)}.")
     module, groups, features = build_module(spec)
     return Backbone(name=name, kind="image", module=module, variables=variables, groups=groups,
                     feature_size=features, spec=spec, source=source, preprocess=image_preprocessing(spec),
-                    image_size=int(image_size))
+                    image_size=int(image_size), report=report)
 
 
 @functools.cache
