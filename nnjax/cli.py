@@ -112,17 +112,12 @@ def enable_compile_cache(folder: str | None) -> None:
     folder = folder or os.environ.get("NNJAX_COMPILATION_CACHE")
     if not folder:
         return
-    path = Path(folder)
-    if path.exists() and not path.is_dir():
-        raise NnjaxError(f"--compile-cache {folder!r} is a file; give a folder for the compilation cache.")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise NnjaxError(f"Cannot create the compilation cache folder {folder!r} ({err.strerror}); "
-                         "give a writable --compile-cache folder.") from None
+    from nnjax.experiment import prepare_out_dir
+
+    path = prepare_out_dir(folder, "--compile-cache", "compilation cache folder")
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", str(Path(folder).absolute()))
+    jax.config.update("jax_compilation_cache_dir", str(path.absolute()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

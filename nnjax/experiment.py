@@ -147,17 +147,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def prepare_out_dir(out: str | Path) -> Path:
-    """Create ``out`` as a folder; a clear error when it is a file or cannot be made."""
+def prepare_out_dir(out: str | Path, option: str = "--out", what: str = "output folder") -> Path:
+    """Create ``out`` as a folder; one sentence naming ``option`` when it is a file or cannot be made."""
     path = Path(out)
     if path.exists() and not path.is_dir():
-        raise NnjaxError(f"--out {str(path)!r} is a file; give a folder path instead.")
+        raise NnjaxError(f"{option} {str(path)!r} is a file; give a folder path instead.")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise NnjaxError(
-            f"Cannot create the output folder {str(path)!r} ({err.strerror}); "
-            "choose a writable location with --out."
+            f"Cannot create the {what} {str(path)!r} ({err.strerror}); choose a writable location with {option}."
         ) from None
     return path
 

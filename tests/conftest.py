@@ -46,3 +46,9 @@ def assert_close_scaled(actual, expected, *, rtol: float = 1e-5, scale_atol: flo
     expected = np.asarray(expected)
     scale = float(np.max(np.abs(expected), initial=0.0))
     np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol, atol=scale_atol * scale)
+
+
+#: ImageNet class indices of cats (tabby, tiger cat, Persian, Siamese, Egyptian cat) and of dogs
+#: (Chihuahua ... Mexican hairless): what a pretrained backbone should see in the real photos.
+CAT_CLASSES = range(281, 286)
+DOG_CLASSES = range(151, 269)

