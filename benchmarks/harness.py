@@ -11,9 +11,9 @@ call's state back in.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -21,6 +21,8 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from nnjax.machine import cpu_name, vector_extensions
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -56,6 +58,76 @@ def measure(fn: Callable[..., Any], *args: Any, warmup: int = 3, repeats: int = 
     }
 
 
+PEAK_MATMUL_N = 2048  # square fp32 products for the compute peak
+PEAK_COPY_BYTES = 256 << 20  # one array this large, read once and written once, for the bandwidth peak
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    _block(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _block(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@functools.cache
+def machine_peak(repeats: int = 10) -> dict[str, float]:
+    """This machine's limits, measured now in this process (other work on the cores lowers them).
+
+    ``xla_gflops`` / ``torch_gflops``: fp32 ``PEAK_MATMUL_N``-square matrix products in XLA and
+    PyTorch (on the device both use); ``gflops``: the larger. ``copy_gbs``: GB/s of ``x + 1`` on a
+    ``PEAK_COPY_BYTES`` array (bytes read + written), the larger of XLA and PyTorch.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    n = PEAK_MATMUL_N
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y)
+    xla_gflops = 2 * n**3 / _median_seconds(lambda: matmul(a, a), repeats) / 1e9
+    big = jnp.zeros(PEAK_COPY_BYTES // 4, jnp.float32)
+    add_one = jax.jit(lambda x: x + 1.0)
+    xla_gbs = 2 * PEAK_COPY_BYTES / _median_seconds(lambda: add_one(big), repeats) / 1e9
+    peak = {"xla_gflops": xla_gflops, "xla_copy_gbs": xla_gbs}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        device = torch_device()
+        ta = torch.randn(n, n, device=device)
+        tbig = torch.zeros(PEAK_COPY_BYTES // 4, device=device)
+        peak["torch_gflops"] = 2 * n**3 / _median_seconds(torch_synced(lambda: ta @ ta, device), repeats) / 1e9
+        peak["torch_copy_gbs"] = 2 * PEAK_COPY_BYTES / _median_seconds(torch_synced(lambda: tbig + 1.0, device),
+                                                                      repeats) / 1e9
+    peak["gflops"] = max(v for k, v in peak.items() if k.endswith("_gflops"))
+    peak["copy_gbs"] = max(v for k, v in peak.items() if k.endswith("_copy_gbs"))
+    return peak
+
+
+def xla_cost(jitted: Any, *args: Any) -> dict[str, float]:
+    """``flops`` and ``bytes`` (accessed) of one call of ``jitted(*args)``, from XLA's cost analysis of
+    the compiled program: the work of a row, the same for peer rows that do the same computation."""
+    analysis = jitted.lower(*args).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older jaxlibs: one dict per device program
+        analysis = analysis[0]
+    return {"flops": float(analysis.get("flops", 0.0)), "bytes": float(analysis.get("bytes accessed", 0.0))}
+
+
+def pct_of_peak(work: dict[str, float], seconds: float, bound: str = "compute") -> float:
+    """Percent of this machine's measured peak that ``work`` done in ``seconds`` reaches.
+
+    ``bound="compute"``: flops / s against the matmul peak; ``"memory"``: bytes / s against the
+    copy bandwidth (for work with few flops per byte: clustering, a cached head).
+    """
+    peak = machine_peak()
+    if bound == "memory":
+        return 100.0 * work["bytes"] / seconds / (peak["copy_gbs"] * 1e9)
+    return 100.0 * work["flops"] / seconds / (peak["gflops"] * 1e9)
+
+
 def threaded(step: Callable[[Any, Any], tuple[Any, Any]], state: Any, batch: Any) -> Callable[[], Any]:
     """A no-argument callable running ``state, out = step(state, batch)`` and returning ``out``."""
     holder = {"state": state}
@@ -74,16 +146,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict[str, Any]:
     """Device, CPU, core count and library versions: the provenance of a table."""
     import jax
@@ -92,13 +154,22 @@ def environment() -> dict[str, Any]:
     return {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
+        "vector_extensions": vector_extensions(),
         "cores": os.cpu_count(),
         "python": sys.version.split()[0],
         "versions": {p: _version(p) for p in ("jax", "jaxlib", "flax", "optax", "torch", "keras", "scikit-learn")
                      if _version(p)},
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **({"peak": machine_peak()} if machine_peak.cache_info().currsize else {}),
     }
+
+
+def _peak_line(peak: dict[str, float]) -> str:
+    torch_part = (f", PyTorch {peak['torch_gflops']:.0f} GFLOP/s and {peak['torch_copy_gbs']:.1f} GB/s"
+                  if "torch_gflops" in peak else "")
+    return (f"Measured peak in this run (`pct_of_peak` is against the larger): fp32 {PEAK_MATMUL_N}-square "
+            f"matmul XLA {peak['xla_gflops']:.0f} GFLOP/s, copy {peak['xla_copy_gbs']:.1f} GB/s{torch_part}.")
 
 
 class BenchTable:
@@ -129,6 +200,9 @@ class BenchTable:
             f"Command: `{self.command}` — {env['date']}, {env['device']} ({env['cpu']}, {env['cores']} cores), "
             + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
             "",
+            f"CPU vector extensions: {' '.join(env.get('vector_extensions') or ['unknown'])}",
+            "",
+            *([_peak_line(env["peak"]), ""] if env.get("peak") else []),
             "| " + " | ".join(columns) + " |",
             "|" + "---|" * len(columns),
         ]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -48,6 +48,10 @@ TRAIN_MODES = ("classifier", "head", "top-k", "all")
 
 @dataclasses.dataclass
 class Config:
+    recipe: Literal["thesis", "best"] = option("thesis", "'thesis': the thesis's frozen encoder and head; 'best': "
+        "the recipe chosen on the validation split of the de-duplicated data (RECIPES)")
+    dedup: bool = option(False, "remove exact repeats of a text before splitting (no text in two splits); the "
+        "summary says how many")
     model: str = option("auto", "auto (hub distilbert-base-uncased when online, else the offline MiniLM), minilm, a "
         "hub id or a local folder with config.json, model.safetensors and tokenizer files")
     train: str = option("head", "classifier, head, top-k or all")
@@ -58,7 +62,12 @@ class Config:
     learning_rate: float = option(0.0, "Adam learning rate of the head; 0: 1e-3 (Keras' default, the thesis's), "
         "3e-2 for --train classifier (one linear layer on fixed features; picked on the validation split)")
     finetune_epochs: int = option(3, "epochs of the second stage (top-k / all), the thesis's 3")
-    finetune_learning_rate: float = option(5e-5, "Adam learning rate of the second stage")
+    finetune_learning_rate: float = option(5e-5, "peak learning rate of the second stage")
+    finetune_optimizer: Literal["adam", "adamw"] = option("adam", "optimizer of the second stage (adamw: decoupled "
+        "weight decay on matrices)")
+    finetune_schedule: Literal["constant", "cosine"] = option("constant", "second stage's schedule (cosine: 10 % "
+        "linear warm-up, then cosine decay)")
+    weight_decay: float = option(0.01, "AdamW's decoupled weight decay")
     batch_size: int = option(64, "training batch size (the thesis's 64)")
     max_length: int = option(0, "truncation in tokens (0: the model's maximum)")
     token_budget: int = option(8192, "tokens per inference batch")
@@ -93,6 +102,14 @@ def subsample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return keep
 
 
+def _messages(dedup: bool) -> tuple[Any, int]:
+    """The collection, de-duplicated when asked, and how many repeats were removed."""
+    from nnjax.data.sms_spam import load_sms_spam
+
+    data = load_sms_spam()
+    return data.deduplicated() if dedup else (data, 0)
+
+
 def stages(config: Config) -> list:
     """The head (or only its last layer) on the frozen encoder, then for ``top-k`` / ``all`` the second stage."""
     from nnjax.train.stages import Stage
@@ -102,18 +119,21 @@ def stages(config: Config) -> list:
                   epochs=config.epochs, learning_rate=rate, batch_size=config.batch_size)]
     if config.train in ("top-k", "all") and config.finetune_epochs:
         plan.append(Stage(config.train, train=config.train, top_k=config.top_k, epochs=config.finetune_epochs,
-                          learning_rate=config.finetune_learning_rate, batch_size=config.batch_size))
+                          learning_rate=config.finetune_learning_rate, batch_size=config.batch_size,
+                          optimizer=config.finetune_optimizer, schedule=config.finetune_schedule,
+                          warmup=0.1 if config.finetune_schedule == "cosine" else 0.0,
+                          weight_decay=config.weight_decay))
     return plan
 
 
 def run(config: Config, ctx: RunContext) -> dict:
-    from nnjax.data.sms_spam import check_splits, load_sms_spam, split_report, stratified_split
+    from nnjax.data.sms_spam import check_splits, split_report, stratified_split
     from nnjax.train.metrics import binary_report
     from nnjax.transfer import HeadConfig, export_classifier, text_backbone, train_on_texts
     from nnjax.transfer.backbones import resolve_text_source
 
     began = time.perf_counter()
-    data = load_sms_spam()
+    data, removed = _messages(config.dedup)
     data = data.subset(subsample(data.labels, config.limit, ctx.seed)) if config.limit else data
     splits = dict(zip(("train", "val", "test"), stratified_split(data.labels, seed=ctx.seed), strict=True))
     check_splits(data.labels, splits)  # an empty split or one without spam would "train" to nonsense
@@ -133,7 +153,8 @@ def run(config: Config, ctx: RunContext) -> dict:
     exporting = time.perf_counter()
     _figures(ctx, np.asarray(cm), outcome.result.history, backbone.name, config.train)
     export_classifier(ctx.out / "checkpoint", outcome.classifier, outcome.result.variables,
-                      extra={"model": NAME, "train": config.train, "seed": ctx.seed, "limit": config.limit})
+                      extra={"model": NAME, "train": config.train, "seed": ctx.seed, "limit": config.limit,
+                             "dedup": config.dedup})
     last = outcome.result.stages[-1]
     return {
         "test_accuracy": report["accuracy"],
@@ -155,6 +176,9 @@ def run(config: Config, ctx: RunContext) -> dict:
         "learning_rate": plan[0].learning_rate,
         "max_length": backbone.max_length,
         "skipped_lines": len(data.bad_lines),
+        "recipe": config.recipe,
+        "dedup": config.dedup,
+        "duplicates_removed": removed,
         **split_report(data, splits),
         "load_seconds": load_seconds,
         **outcome.seconds,
@@ -191,13 +215,13 @@ def predict(checkpoint_dir: Path, inputs: list[str]) -> list[dict]:
 
 def evaluate(checkpoint_dir: Path) -> dict:
     """Test-split metrics of an exported classifier (the split is re-made from the run's seed)."""
-    from nnjax.data.sms_spam import load_sms_spam, stratified_split
+    from nnjax.data.sms_spam import stratified_split
     from nnjax.train.metrics import binary_report
     from nnjax.transfer import load_classifier
 
     loaded = load_classifier(checkpoint_dir, expected_model=NAME)
-    data = load_sms_spam()
     meta = loaded.meta
+    data, _ = _messages(bool(meta.get("dedup")))
     if meta.get("limit"):
         data = data.subset(subsample(data.labels, int(meta["limit"]), int(meta["seed"])))
     test = stratified_split(data.labels, seed=int(meta["seed"]))[2]

@@ -15,6 +15,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
+from nnjax import compile_cache
 from nnjax.errors import NnjaxError
 
 PROG = "nnjax"
@@ -89,6 +90,15 @@ def _folder_options(parser: argparse.ArgumentParser) -> None:
                         help="epoch-end checkpoints at least S seconds apart; 0: every epoch (default: 10)")
 
 
+def _compile_cache_options(parser: argparse.ArgumentParser) -> None:
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--compile-cache", metavar="DIR", default=None,
+                       help="persistent XLA compilation cache folder (default: NNJAX_COMPILATION_CACHE, else "
+                            "~/.cache/nnjax/xla/<jaxlib>-<cpu>)")
+    cache.add_argument("--no-compile-cache", action="store_true",
+                       help="compile afresh, without the persistent cache (or NNJAX_COMPILATION_CACHE=off)")
+
+
 def _common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed_value, default=0, help="seed for every PRNG key (default: 0)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/EXPERIMENT)")
@@ -97,29 +107,11 @@ def _common_run_options(parser: argparse.ArgumentParser) -> None:
     profile.add_argument("--quick", action="store_true", help="the quick profile: small, minutes or less")
     profile.add_argument("--full", action="store_true", help="the thesis's settings (the default)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("--compile-cache", metavar="DIR", default=None,
-                        help="persistent XLA compilation cache folder (opt-in; also NNJAX_COMPILATION_CACHE)")
+    _compile_cache_options(parser)
     dist = parser.add_argument_group("multi-process training (JAX distributed runtime)")
     dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (or NNJAX_COORDINATOR)")
     dist.add_argument("--num-processes", type=int, help="number of processes (or NNJAX_NUM_PROCESSES)")
     dist.add_argument("--process-id", type=int, help="this process's id, from 0 (or NNJAX_PROCESS_ID)")
-
-
-def enable_compile_cache(folder: str | None) -> None:
-    """Turn on JAX's persistent compilation cache in ``folder`` (or ``$NNJAX_COMPILATION_CACHE``)."""
-    import os
-
-    folder = folder or os.environ.get("NNJAX_COMPILATION_CACHE")
-    if not folder:
-        return
-    from nnjax.experiment import prepare_out_dir
-
-    path = prepare_out_dir(folder, "--compile-cache", "compilation cache folder")
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", str(path.absolute()))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -155,7 +147,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
     from nnjax.train import distributed
 
     distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    enable_compile_cache(args.compile_cache)
+    compile_cache.enable(args.compile_cache, disabled=args.no_compile_cache)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(exp.config)}
     config = exp.make_config("quick" if args.quick else "full", **overrides)
     reason = exp.requires() if exp.requires else None
@@ -187,6 +179,7 @@ def _classifier_folder(target: str, checkpoint: str | None) -> Path | None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from nnjax.experiment import get
 
+    compile_cache.enable()
     folder = _classifier_folder(args.experiment, args.checkpoint)
     if folder is not None:
         from nnjax.transfer import load_classifier
@@ -209,6 +202,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from nnjax.experiment import get
 
+    compile_cache.enable()
     inputs = list(args.inputs) + ([args.csv] if args.csv else [])
     folder = _classifier_folder(args.experiment, args.checkpoint)
     if folder is not None:
@@ -239,7 +233,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from nnjax.reproduce import reproduce
 
-    enable_compile_cache(args.compile_cache)
+    compile_cache.enable(args.compile_cache, disabled=args.no_compile_cache)
     report = reproduce(
         profile="full" if args.full else "quick",
         out=Path(args.out),
@@ -297,8 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_value, default=0, help="seed for every experiment (default: 0)")
     _folder_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--compile-cache", metavar="DIR", default=None,
-                   help="persistent XLA compilation cache folder (opt-in; also NNJAX_COMPILATION_CACHE)")
+    _compile_cache_options(p)
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("eval", help="evaluate a saved checkpoint",

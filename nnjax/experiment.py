@@ -53,6 +53,8 @@ class Experiment:
       fingerprint: ``fingerprint(config) -> dict[str, str]``: name -> sha256 of each data set
         and weight file the run reads (recorded in ``run.json``; a rerun on other data is
         refused instead of resumed). None for experiments whose data the config generates.
+      recipes: named presets of options (``--recipe NAME``; the config has a ``recipe`` field):
+        a recipe's values replace the defaults, options given explicitly still win.
     """
 
     name: str
@@ -65,11 +67,17 @@ class Experiment:
     predict: Callable[[Path, list[str]], list[dict]] | None = None
     requires: Callable[[], str | None] | None = None
     fingerprint: Callable[[Any], dict[str, str]] | None = None
+    recipes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def make_config(self, profile: str = "full", **overrides: Any) -> Any:
-        """The config for a profile (``"quick"`` or ``"full"``) with explicit overrides."""
-        values = dict(self.quick) if profile == "quick" else {}
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        """The config for a profile (``"quick"`` or ``"full"``) and recipe, with explicit overrides on top."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        recipe = given.get("recipe")
+        if recipe is None and self.recipes:
+            recipe = next(f.default for f in dataclasses.fields(self.config) if f.name == "recipe")
+        values = dict(self.recipes.get(recipe, {})) if self.recipes else {}
+        values.update(self.quick if profile == "quick" else {})
+        values.update(given)
         known = {f.name for f in dataclasses.fields(self.config)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import nnjax  # noqa: F401  (first, so its CPU XLA flag applies before any test imports JAX)
+from nnjax import compile_cache
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "NNJAX_DATA_DIR" not in os.environ and _SHARED.is_dir():
@@ -15,6 +16,15 @@ if "NNJAX_DATA_DIR" not in os.environ and _SHARED.is_dir():
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TFDS_DATA_DIR", "/nonexistent-tfds-dir")
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# One persistent XLA compilation cache for the tests (never the user's ~/.cache), shared by both
+# xdist workers, the CLI subprocesses they start and later test runs: what one test compiled,
+# the next loads. JAX keys every entry by program, flags and jaxlib; the folder is per CPU kind.
+if "NNJAX_COMPILATION_CACHE" not in os.environ:
+    from nnjax.machine import cpu_tag
+
+    os.environ["NNJAX_COMPILATION_CACHE"] = str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "nnjax-xla"
+                                                / cpu_tag())
+compile_cache.enable()
 
 
 def _data_dir() -> Path | None:

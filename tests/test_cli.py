@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -115,13 +116,48 @@ def test_console_script_error_has_no_traceback():
     assert "Traceback" not in result.stderr
 
 
-def test_compile_cache_is_opt_in_and_fills_its_folder(tmp_path):
-    code = (
-        "import jax, jax.numpy as jnp\n"
-        "from nnjax.cli import enable_compile_cache\n"
-        f"enable_compile_cache({str(tmp_path / 'cache')!r})\n"
-        "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+_CACHED_JIT = (
+    "import logging, sys, jax, jax.numpy as jnp\n"
+    "from nnjax import compile_cache\n"
+    "logging.basicConfig(level=logging.WARNING)\n"
+    "logging.getLogger('jax._src.compiler').setLevel(logging.DEBUG)\n"
+    "print(compile_cache.enable(sys.argv[1] if sys.argv[1:] else None, disabled=sys.argv[2:] == ['off']))\n"
+    "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()\n"
+)
+
+
+def _cached_jit(env: dict, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-c", _CACHED_JIT, *args], capture_output=True, text=True,
+                            timeout=120, env=env)
     assert result.returncode == 0, result.stderr
-    assert any((tmp_path / "cache").iterdir())
+    return result
+
+
+def _without_cache_setting(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "NNJAX_COMPILATION_CACHE"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    return env
+
+
+def test_compile_cache_is_on_by_default_per_cpu_and_hits_in_a_new_process(tmp_path):
+    env = _without_cache_setting(tmp_path)
+    first = _cached_jit(env)
+    folder = Path(first.stdout.strip())
+    assert folder.parent == tmp_path / "xdg" / "nnjax" / "xla" and folder.name.startswith("jaxlib")
+    assert any(folder.iterdir()) and "cache hit" not in first.stderr
+    second = _cached_jit(env)
+    assert "Persistent compilation cache hit" in second.stderr
+    # the two opt-outs: the environment variable and --no-compile-cache (disabled=True)
+    assert _cached_jit({**env, "NNJAX_COMPILATION_CACHE": "off"}).stdout.strip() == "None"
+    assert _cached_jit(env, "", "off").stdout.strip() == "None"
+    # an explicit folder is used as given
+    explicit = _cached_jit(env, str(tmp_path / "mine"))
+    assert Path(explicit.stdout.strip()) == tmp_path / "mine" and any((tmp_path / "mine").iterdir())
+
+
+def test_an_unwritable_default_compile_cache_is_one_warning_and_the_run_goes_on(tmp_path):
+    env = _without_cache_setting(tmp_path)
+    (tmp_path / "xdg").write_text("a file where the cache folder would go")
+    result = _cached_jit(env)
+    assert result.stdout.strip() == "None"
+    assert "nnjax: warning: compilation cache off" in result.stderr and "Traceback" not in result.stderr

@@ -55,6 +55,17 @@ class SmsSpam:
         return SmsSpam([self.texts[i] for i in index], self.labels[index], self.line_numbers[index], self.bad_lines,
                       self.path)
 
+    def deduplicated(self) -> tuple[SmsSpam, int]:
+        """The messages with every exact repeat of a text removed (the first occurrence kept, file order),
+        and how many were removed: no text can then sit in two splits."""
+        seen: set[str] = set()
+        keep = []
+        for i, text in enumerate(self.texts):
+            if text not in seen:
+                seen.add(text)
+                keep.append(i)
+        return self.subset(np.asarray(keep, np.int64)), len(self) - len(keep)
+
 
 def parse_sms_spam(data: bytes) -> SmsSpam:
     """Parse the collection's bytes. Blank trailing lines are ignored; other bad lines are recorded."""

@@ -97,6 +97,10 @@ class LoadedClassifier:
         if len(examples) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         logits = self.classifier.logits(self.variables, examples, 0, batch_size)
+        if self.kind == "image" and self.meta.get("test_time_flip"):  # as the run predicted its validation photos
+            mirrored = ArrayExamples({"image": np.asarray(inputs)[:, :, ::-1]}, examples.labels)
+            logits = heads.averaged(self.classifier.head, [logits, self.classifier.logits(self.variables, mirrored, 0,
+                                                                                          batch_size)])
         return heads.probabilities(self.classifier.head, logits)
 
     def predict_files(self, paths: Sequence[str]) -> list[dict[str, Any]]:

@@ -124,6 +124,16 @@ def probabilities(config: HeadConfig, logits: Any) -> np.ndarray:
     return (shifted / shifted.sum(-1, keepdims=True)).astype(np.float32)
 
 
+def averaged(config: HeadConfig, logits: Sequence[Any]) -> np.ndarray:
+    """Logits whose probabilities are the mean of several predictions' (test-time augmentation):
+    ``log(mean p)`` per class for a softmax head, ``logit(mean p)`` for a sigmoid head."""
+    mean = np.mean([probabilities(config, x).astype(np.float64) for x in logits], axis=0)
+    mean = np.clip(mean, 1e-12, 1.0)
+    if config.output == "sigmoid":
+        return np.log(mean[:, 1]) - np.log(mean[:, 0])
+    return np.log(mean)
+
+
 def scores(config: HeadConfig, logits: Any, labels: np.ndarray) -> dict[str, float]:
     """Mean cross-entropy and accuracy of logits for ``labels`` ``[N]`` (host NumPy, float64)."""
     probs = probabilities(config, logits).astype(np.float64)

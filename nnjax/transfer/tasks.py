@@ -67,10 +67,19 @@ def _counts(classifier: Classifier, result: RecipeResult, stages: Sequence[Stage
     return counts
 
 
+FLIPPED = ":flipped"  # suffix of a split's mirrored twin (test-time flip)
+
+
 def _finish(classifier: Classifier, stages: Sequence[Stage], data: Mapping[str, Any], result: RecipeResult,
             began: float) -> Outcome:
+    from nnjax.transfer.heads import averaged
+
     evaluating = time.perf_counter()
     logits = {name: classifier.logits(result.variables, result.inputs[name], result.start) for name in data}
+    for name in [n for n in logits if n.endswith(FLIPPED)]:  # test-time flip: mean of both views' probabilities
+        twin = logits.pop(name)
+        logits[name[: -len(FLIPPED)]] = averaged(classifier.head, [logits[name[: -len(FLIPPED)]], twin])
+    data = {name: d for name, d in data.items() if not name.endswith(FLIPPED)}
     seconds = {**result.seconds, "evaluate_seconds": round(time.perf_counter() - evaluating, 2),
                "train_seconds": round(evaluating - began, 2)}
     labels = {name: np.asarray(d.labels) for name, d in data.items()}
@@ -79,12 +88,14 @@ def _finish(classifier: Classifier, stages: Sequence[Stage], data: Mapping[str, 
 
 def train_on_images(ctx: Any, splits: Mapping[str, Any], backbone: Backbone, head: HeadConfig,
                     stages: Sequence[Stage], *, flip_views: bool = False, augment: Callable | None = None,
-                    dtype: str = "float32") -> Outcome:
+                    dtype: str = "float32", test_time_flip: bool = False) -> Outcome:
     """Train on ``ImageSet`` splits (``train``, ``val``, optionally more; uint8 photos at the backbone's size).
 
     ``flip_views``: also train on each training photo's mirror image (when no stage augments, the
     thesis's horizontal flip done exactly once, in the cached features). ``augment(rng, images)``:
-    the augmentation of stages with ``augment=True``.
+    the augmentation of stages with ``augment=True``. ``test_time_flip``: the final predictions of
+    every other split average each photo's and its mirror image's probabilities (the mirrors go
+    through the cached boundaries with the photos; per-epoch validation uses the photos alone).
     """
     began = time.perf_counter()
     classifier = Classifier(backbone, head, splits["train"].class_names, dtype=dtype)
@@ -94,6 +105,8 @@ def train_on_images(ctx: Any, splits: Mapping[str, Any], backbone: Backbone, hea
         if name == "train" and flip_views:
             pixels, labels = np.concatenate([pixels, pixels[:, :, ::-1]]), np.concatenate([labels, labels])
         data[name] = ArrayExamples({"image": pixels}, labels)
+        if name != "train" and test_time_flip:
+            data[name + FLIPPED] = ArrayExamples({"image": pixels[:, :, ::-1]}, labels)
     result = fit_stages(classifier, stages, data, ctx, augment=augment)
     return _finish(classifier, stages, data, result, began)
 

@@ -1,0 +1,297 @@
+"""Fine-tuning train steps of the transfer experiments: nnjax vs PyTorch eager and ``torch.compile``.
+
+The steps the second stage of cats-vs-dogs and sms-spam runs, same weights, same loss, Adam:
+
+* MobileNetV2 (torchvision ImageNet weights + the cats-vs-dogs head), batch 32 at 224 px, BCE,
+  Adam 1e-5, BatchNorm in inference mode (statistics frozen, as the experiment), with
+  (a) the top 3 blocks + last conv + head trainable (``--fine-tune-blocks 3``), (b) everything
+  trainable. Peers: PyTorch eager in NCHW and channels_last, and ``torch.compile`` (inductor) of
+  the channels_last model; ``requires_grad=False`` on what is frozen.
+* all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) + the sms-spam head, 64 x 64 tokens, cross-entropy,
+  Adam 5e-5, the top 2 layers + head trainable (``--train top-k --top-k 2``), dropout on in the
+  trained layers and the head, frozen layers in inference mode. Peer: transformers' BertModel.
+
+The nnjax row "from the cached boundary" is what the experiment actually runs: the frozen lower
+groups computed once per photo and cached, the step starting at the first trainable group.
+``gflops``: XLA's cost analysis of the compiled nnjax step (the peers do the same work);
+``pct_of_peak``: that work / time / the fp32 matmul peak measured in this run.
+``first_loss_diff``: |first-step loss - nnjax's| (same weights and batch; BERT's dropout differs).
+Run: ``.venv/bin/python -m benchmarks.bench_finetune [--quick]`` (``--quick``: no ``torch.compile``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+
+from benchmarks.harness import (
+    BenchTable,
+    bench_args,
+    measure,
+    pct_of_peak,
+    threaded,
+    torch_device,
+    torch_synced,
+    xla_cost,
+)
+
+IMAGE_BATCH, SIZE = 32, 224
+MOBILENET_TOP_K = 4  # the top 3 inverted-residual blocks + the last 1x1 conv (cats-vs-dogs' default)
+BERT_TOP_K = 2
+
+
+def _nnjax_image_steps(images: np.ndarray, labels: np.ndarray) -> tuple[dict, dict, dict]:
+    """``{row: (step, state, batch)}`` for the MobileNetV2 fine-tuning steps, the head's weights and
+    the backbone's torch state dict source."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from nnjax.train.freeze import path_mask
+    from nnjax.train.state import create_train_state
+    from nnjax.train.step import make_train_step
+    from nnjax.transfer import Classifier, HeadConfig, image_backbone
+    from nnjax.transfer.examples import ArrayExamples
+
+    backbone = image_backbone("mobilenet_v2", weights="torchvision")
+    classifier = Classifier(backbone, HeadConfig(num_classes=2, hidden=128, output="sigmoid"), ("cat", "dog"))
+    variables = classifier.init_variables(0)
+    tx = optax.adam(1e-5)
+    label = jnp.asarray(labels)
+    ones = jnp.ones(len(labels), jnp.float32)
+    steps = {}
+    for name, train in (("top 3 blocks + last conv + head", "top-k"), ("everything", "all")):
+        mask = path_mask(variables["params"], backbone.trainable_patterns(train, MOBILENET_TOP_K))
+        first = backbone.first_trainable_group(variables["params"], mask)
+        fresh = jax.tree_util.tree_map(jnp.array, variables)
+        state = create_train_state(fresh["params"], tx, rng=jax.random.key(0), batch_stats=fresh["batch_stats"],
+                                   trainable=mask)
+        batch = {"image": jnp.asarray(images), "label": label, "mask": ones}
+        steps[(name, "nnjax")] = (make_train_step(classifier.loss_fn(0, trainable_from=first), tx, trainable=mask),
+                                  state, batch)
+        if first > 0:
+            part = classifier.backbone_part(variables, ArrayExamples({"image": images}, labels), 0, first,
+                                            len(labels))
+            fresh = jax.tree_util.tree_map(jnp.array, variables)
+            state = create_train_state(fresh["params"], tx, rng=jax.random.key(0),
+                                       batch_stats=fresh["batch_stats"], trainable=mask)
+            cached = {**{k: jnp.asarray(v) for k, v in part.arrays.items()}, "label": label, "mask": ones}
+            steps[(name, "nnjax from the cached boundary (as cats-vs-dogs runs it)")] = (
+                make_train_step(classifier.loss_fn(first, trainable_from=first), tx, trainable=mask), state, cached)
+    head = jax.tree_util.tree_map(np.asarray, variables["params"]["head"])
+    return steps, head, backbone.source
+
+
+def _torch_image_model(source: dict, head: dict, trainable: str, channels_last: bool):
+    """The PyTorch MobileNetV2 of ``bench_mobilenet`` with the same head weights; eval mode (BatchNorm
+    statistics frozen), ``requires_grad`` only on what ``trainable`` names."""
+    import torch
+
+    from benchmarks.bench_mobilenet import torch_mobilenet_v2
+    from nnjax.weights.torch_pickle import load_torch_state_dict
+
+    model = torch_mobilenet_v2(load_torch_state_dict(source["file"]))
+    dense = [head[k] for k in sorted(head)]  # hidden, output: Flax kernels are [in, out]
+    layers = []
+    for i, params in enumerate(dense):
+        linear = torch.nn.Linear(*params["kernel"].shape)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(params["kernel"].T.copy()))
+            linear.bias.copy_(torch.from_numpy(params["bias"].copy()))
+        layers += [linear] + ([torch.nn.ReLU()] if i < len(dense) - 1 else [])
+    model.classifier = torch.nn.Sequential(*layers)
+    for p in model.parameters():
+        p.requires_grad_(trainable == "everything")
+    if trainable != "everything":
+        for module in [*model.features[-MOBILENET_TOP_K:], model.classifier]:
+            for p in module.parameters():
+                p.requires_grad_(True)
+    model.eval()
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def _torch_image_step(model, x, y, compiled: bool):
+    import torch
+
+    device = torch_device()
+    model = model.to(device)
+    forward = torch.compile(model) if compiled else model
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    x, y = x.to(device), y.to(device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(forward(x)[:, 0], y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return torch_synced(step, device)
+
+
+def image_rows(table: BenchTable, repeats: int, with_compile: bool) -> None:
+    import torch
+
+    from nnjax.models.mobilenet_weights import torchvision_weights
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (IMAGE_BATCH, SIZE, SIZE, 3)).astype(np.uint8)
+    labels = (np.arange(IMAGE_BATCH) % 2).astype(np.int32)
+    steps, head, source = _nnjax_image_steps(images, labels)
+    x = torch.from_numpy(np.asarray(torchvision_weights().preprocess(images))).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(labels.astype(np.float32))
+    for trainable in ("top 3 blocks + last conv + head", "everything"):
+        rows = {}
+        work = None
+        for (group, impl), (step, state, batch) in steps.items():
+            if group == trainable:
+                cost = xla_cost(step, state, batch)
+                work = work or cost
+                first = float(step(jax_copy(state), batch)[1]["loss"])
+                rows[impl] = (measure(threaded(step, state, batch), warmup=1, repeats=repeats), cost, first)
+        peers = [("PyTorch eager (NCHW)", False, False), ("PyTorch eager (channels_last)", True, False)]
+        if with_compile:
+            peers.append(("torch.compile (inductor, channels_last)", True, True))
+        for impl, channels_last, compiled in peers:
+            model = _torch_image_model(source, head, trainable, channels_last)
+            xs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            fn = _torch_image_step(copy.deepcopy(model), xs, y, compiled)
+            first = float(_torch_image_step(model, xs, y, False)())
+            rows[impl] = (measure(fn, warmup=2 if compiled else 1, repeats=repeats), work, first)
+        _add_rows(table, f"MobileNetV2 fine-tuning, {trainable}", rows, "PyTorch eager (NCHW)")
+
+
+def jax_copy(tree):
+    import jax
+
+    return jax.tree_util.tree_map(lambda v: v.copy() if hasattr(v, "copy") else v, tree)
+
+
+def _add_rows(table: BenchTable, work: str, rows: dict, peer: str) -> None:
+    peer_s = rows[peer][0]["median_s"]
+    reference = rows["nnjax"][2]
+    for impl, (timing, cost, first) in rows.items():
+        table.add(work=work, implementation=impl, gflops=cost["flops"] / 1e9, compile_s=timing["compile_s"],
+                  median_ms=timing["median_s"] * 1e3, p90_ms=timing["p90_s"] * 1e3,
+                  ratio_vs_torch=peer_s / timing["median_s"], pct_of_peak=pct_of_peak(cost, timing["median_s"]),
+                  first_loss_diff=abs(first - reference))
+
+
+def bert_rows(table: BenchTable, repeats: int, with_compile: bool) -> None:
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+    import torch
+    from transformers import AutoModel
+
+    from benchmarks.bench_bert import BATCH, LENGTH, _batch
+    from nnjax.models.hf_checkpoint import load_pretrained
+    from nnjax.train.freeze import path_mask
+    from nnjax.train.state import create_train_state
+    from nnjax.train.step import make_train_step
+    from nnjax.transfer import Classifier, HeadConfig, text_backbone
+
+    pre = load_pretrained(os.environ.get("NNJAX_BERT_MODEL", "minilm"), head_type="distilbert", pooling="mean")
+    ids, attention, _ = _batch(pre.tokenizer)
+    labels = (np.arange(BATCH) % 2).astype(np.int32)
+    backbone = text_backbone(source=pre.source, head="distilbert", pooling="mean")
+    backbone = dataclasses.replace(backbone, head_params=pre.params["head"])
+    classifier = Classifier(backbone, HeadConfig(num_classes=2, **backbone.head), ("ham", "spam"))
+    variables = classifier.init_variables(0)
+    mask = path_mask(variables["params"], backbone.trainable_patterns("top-k", BERT_TOP_K))
+    first_group = backbone.first_trainable_group(variables["params"], mask)
+    tx = optax.adam(5e-5)
+    state = create_train_state(jax.tree_util.tree_map(jnp.array, variables["params"]), tx, rng=jax.random.key(0),
+                               trainable=mask)
+    batch = {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(attention), "label": jnp.asarray(labels),
+             "mask": jnp.ones(BATCH, jnp.float32)}
+    step = make_train_step(classifier.loss_fn(0, trainable_from=first_group), tx, trainable=mask)
+    work = xla_cost(step, state, batch)
+    rows = {"nnjax": (None, work, float(step(jax_copy(state), batch)[1]["loss"]))}
+    rows["nnjax"] = (measure(threaded(step, state, batch), warmup=1, repeats=repeats), work, rows["nnjax"][2])
+
+    device = torch_device()
+    head_params = pre.params["head"]
+    hidden = pre.model.config.hidden_size
+
+    def torch_model():
+        encoder = AutoModel.from_pretrained(str(pre.source.folder), dtype=torch.float32)
+        layers = []
+        for name, n_out in (("pre_classifier", hidden), ("classifier", 2)):
+            linear = torch.nn.Linear(hidden, n_out)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(np.asarray(head_params[name]["kernel"]).T.copy()))
+                linear.bias.copy_(torch.from_numpy(np.array(head_params[name]["bias"])))
+            layers.append(linear)
+        head = torch.nn.Sequential(layers[0], torch.nn.ReLU(), torch.nn.Dropout(pre.model.config.classifier_dropout),
+                                   layers[1])
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        top = list(encoder.encoder.layer[-BERT_TOP_K:])
+        for module in top:
+            for p in module.parameters():
+                p.requires_grad_(True)
+        return encoder.to(device), head.to(device), top
+
+    ti, tm = (torch.from_numpy(a.astype(np.int64)).to(device) for a in (ids, attention))
+    ty = torch.from_numpy(labels.astype(np.int64)).to(device)
+
+    def torch_step(compiled: bool):
+        encoder, head, top = torch_model()
+        params = [p for m in (encoder, head) for p in m.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=5e-5)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def forward():
+            encoder.eval()
+            for module in top:
+                module.train()
+            head.train()
+            h = encoder(input_ids=ti, attention_mask=tm).last_hidden_state
+            w = tm[..., None].float()
+            return head((h * w).sum(1) / w.sum(1).clamp(min=1e-9))
+
+        run = torch.compile(forward) if compiled else forward
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(run(), ty)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        return torch_synced(step, device)
+
+    peers = [("PyTorch eager", False)] + ([("torch.compile (inductor)", True)] if with_compile else [])
+    for impl, compiled in peers:
+        first = float(torch_step(False)())
+        rows[impl] = (measure(torch_step(compiled), warmup=2 if compiled else 1, repeats=repeats), work, first)
+    _add_rows(table, f"MiniLM (BERT) fine-tuning, top {BERT_TOP_K} layers + head, {BATCH} x {LENGTH} tokens", rows,
+              "PyTorch eager")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = bench_args(argv, __doc__)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import nnjax  # noqa: F401  (its CPU XLA flag, before JAX starts)
+
+    repeats = 3 if args.quick else 10
+    table = BenchTable(
+        "Fine-tuning train steps", "python -m benchmarks.bench_finetune" + (" --quick" if args.quick else ""),
+        notes=("ratio_vs_torch = PyTorch eager (NCHW for images) / this row (above 1: nnjax faster). gflops: "
+               "XLA's cost analysis of the nnjax step from raw inputs (the peers' work); the cached-boundary "
+               "row does less (its own count). pct_of_peak: gflops / time / the measured fp32 matmul peak. "
+               "first_loss_diff: first-step loss against nnjax's (BERT: dropout masks differ)."))
+    image_rows(table, repeats, with_compile=not args.quick)
+    bert_rows(table, repeats, with_compile=not args.quick)
+    md, _ = table.write(args.out, "finetune")
+    print(md.read_text())
+
+
+if __name__ == "__main__":
+    main()
