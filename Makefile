@@ -23,7 +23,7 @@ reproduce: setup
 # Two workers (pytest-xdist): much of the suite waits on XLA compiles and subprocesses, which run
 # single-threaded, so two workers finish in ~70 % of the serial time on 2 cores (9.5 vs 13.6 min).
 test: setup
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 lint: setup
 	$(BIN)/ruff check nnjax experiments benchmarks tests

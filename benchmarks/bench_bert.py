@@ -23,7 +23,16 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import BenchTable, bench_args, measure, threaded, torch_device, torch_synced
+from benchmarks.harness import (
+    BenchTable,
+    bench_args,
+    measure,
+    pct_of_peak,
+    threaded,
+    torch_device,
+    torch_synced,
+    xla_cost,
+)
 
 BATCH, LENGTH = 64, 64
 
@@ -81,19 +90,26 @@ def nnjax_steps(pre, ids, mask, labels):
     # moments (part of the state), so XLA cannot drop the encoder's backward pass.
     frozen_tree = jax.tree_util.tree_map(lambda m: not m, mask_tree)
     naive_tx = optax.chain(optax.adam(1e-3), optax.masked(optax.set_to_zero(), frozen_tree))
-    naive = threaded(make_train_step(loss_tokens, naive_tx), create_train_state(copy(), naive_tx,
-                                                                                 rng=jax.random.key(0)), batch)
-    part = threaded(make_train_step(loss_tokens, adam, trainable=mask_tree),
-                    create_train_state(copy(), adam, rng=jax.random.key(0), trainable=mask_tree), batch)
+    work = {}
+
+    def counted(name, step, state, batch):  # XLA's FLOP count of the step, then the timed callable
+        work[name] = xla_cost(step, state, batch)
+        return threaded(step, state, batch)
+
+    naive = counted("naive", make_train_step(loss_tokens, naive_tx),
+                    create_train_state(copy(), naive_tx, rng=jax.random.key(0)), batch)
+    part = counted("partitioned", make_train_step(loss_tokens, adam, trainable=mask_tree),
+                   create_train_state(copy(), adam, rng=jax.random.key(0), trainable=mask_tree), batch)
     tokens = ArrayExamples({"input_ids": np.asarray(ids), "attention_mask": np.asarray(mask)}, np.asarray(labels))
     pooled = classifier.backbone_part(variables, tokens, 0, None, BATCH).arrays["features"]
     feature_batch = {"features": jnp.asarray(pooled), "label": batch["label"], "mask": batch["mask"]}
-    cached = threaded(make_train_step(loss_features, adam, trainable=mask_tree),
-                      create_train_state(copy(), adam, rng=jax.random.key(0), trainable=mask_tree), feature_batch)
+    cached = counted("cached", make_train_step(loss_features, adam, trainable=mask_tree),
+                     create_train_state(copy(), adam, rng=jax.random.key(0), trainable=mask_tree), feature_batch)
     forward = jax.jit(lambda p, b: backbone.module.apply({"params": p}, b))
-    encode = lambda: forward(params["backbone"], {"input_ids": batch["input_ids"],  # noqa: E731
-                                                  "attention_mask": batch["attention_mask"]})
-    return {"naive": naive, "partitioned": part, "cached": cached, "encode": encode}, np.asarray(pooled)
+    tokens_in = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    work["encode"] = xla_cost(forward, params["backbone"], tokens_in)
+    encode = lambda: forward(params["backbone"], tokens_in)  # noqa: E731
+    return {"naive": naive, "partitioned": part, "cached": cached, "encode": encode}, np.asarray(pooled), work
 
 
 def torch_steps(pre, ids, mask, labels, pooled, device="cpu"):
@@ -199,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     labels = (np.arange(BATCH) % 2).astype(np.int32)
     repeats = 5 if args.quick else 20
     device = torch_device()  # on a GPU: TF32 matrix products in both frameworks (JAX's default there)
-    jax_fns, pooled = nnjax_steps(pre, ids, mask, labels)
+    jax_fns, pooled, work = nnjax_steps(pre, ids, mask, labels)
     torch_fns, torch_encoder = torch_steps(pre, ids, mask, labels, pooled, device)
 
     command = "python -m benchmarks.bench_bert" + (" --quick" if args.quick else "")
@@ -218,25 +234,34 @@ def main(argv: list[str] | None = None) -> None:
     }
     results = {name: measure(fn, warmup=2, repeats=repeats) for name, fn in rows.items()}
     peer = results["PyTorch requires_grad=False, encoder eval mode"]["median_s"]
+    # The work of a row: its nnjax counterpart's FLOPs (naive: the full backward nobody needs).
+    row_work = {name: work["cached" if "cached" in name else "naive" if "naive" in name else "partitioned"]
+                for name in rows}
     for name, r in results.items():
         steps.add(implementation=name, compile_s=r["compile_s"], median_ms=r["median_s"] * 1e3,
-                  p90_ms=r["p90_s"] * 1e3, ratio_vs_torch=peer / r["median_s"])
+                  p90_ms=r["p90_s"] * 1e3, ratio_vs_torch=peer / r["median_s"],
+                  gflops=row_work[name]["flops"] / 1e9,
+                  pct_of_peak=pct_of_peak(row_work[name], r["median_s"],
+                                          bound="memory" if "cached" in name else "compute"))
 
     encode = BenchTable("BERT encoding throughput", command, notes=(
         "Inference forward (mean-pooled MiniLM), tokens per second counting padding at 64 x 64; the full-data "
-        "rows count the real tokens of all messages (truncated at 512)."))
+        "rows count the real tokens of all messages (truncated at 512). pct_of_peak: XLA's FLOP count of the "
+        "64 x 64 forward / time / the measured matmul peak (full data: that count per token times the real "
+        "tokens, an estimate)."))
     enc = {"nnjax jit, 64 x 64": measure(jax_fns["encode"], warmup=2, repeats=repeats),
            "PyTorch no_grad, 64 x 64": measure(torch_fns["encode"], warmup=2, repeats=repeats)}
     torch_s = enc["PyTorch no_grad, 64 x 64"]["median_s"]
     for name, r in enc.items():
         encode.add(workload=name, seconds=r["median_s"], tokens_per_s=BATCH * LENGTH / r["median_s"],
-                   ratio_vs_torch=torch_s / r["median_s"])
+                   ratio_vs_torch=torch_s / r["median_s"], pct_of_peak=pct_of_peak(work["encode"], r["median_s"]))
     if texts and not args.quick:
         times, tokens = _full_dataset(pre, texts, torch_encoder, device)
         torch_s = times["PyTorch length-sorted batches of 64"]
         for name, seconds in times.items():
+            estimate = {"flops": work["encode"]["flops"] * tokens / (BATCH * LENGTH)}  # per-token work of 64 x 64
             encode.add(workload=f"all {len(texts)} messages: {name}", seconds=seconds, tokens_per_s=tokens / seconds,
-                       ratio_vs_torch=torch_s / seconds)
+                       ratio_vs_torch=torch_s / seconds, pct_of_peak=pct_of_peak(estimate, seconds))
     for table, name in ((steps, "bert_train_step"), (encode, "bert_encoding")):
         md, _ = table.write(args.out, name)
         print(md.read_text())

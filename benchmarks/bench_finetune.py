@@ -93,7 +93,7 @@ def _torch_image_model(source: dict, head: dict, trainable: str, channels_last: 
     from nnjax.weights.torch_pickle import load_torch_state_dict
 
     model = torch_mobilenet_v2(load_torch_state_dict(source["file"]))
-    dense = [head[k] for k in sorted(head)]  # hidden, output: Flax kernels are [in, out]
+    dense = [head["hidden"], head["classifier"]]  # Flax kernels are [in, out]
     layers = []
     for i, params in enumerate(dense):
         linear = torch.nn.Linear(*params["kernel"].shape)

@@ -31,11 +31,21 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # before anything imports keras
 
 import numpy as np  # noqa: E402
 
-from benchmarks.harness import BenchTable, bench_args, torch_device  # noqa: E402
+from benchmarks.harness import BenchTable, bench_args, pct_of_peak, torch_device  # noqa: E402
 
 HIDDEN = 50
 BATCH = 32
 LR = 1e-3
+
+
+def step_flops(seq_len: int, batch: int = BATCH, hidden: int = HIDDEN, features: int = 1) -> float:
+    """FLOPs of one train step, counted from the equations: per time step the gate product
+    ``[B, I+H] @ [I+H, 4H]`` (2·B·4H·(I+H)), its backward twice that (inputs and weights), plus
+    ~20 element-wise operations per gate value forward and backward. XLA's cost analysis counts a
+    ``scan`` body once, not per step, so it is not used here."""
+    gates = 4 * hidden
+    matmul = 2 * batch * gates * (features + hidden)
+    return float(seq_len * (3 * matmul + 20 * batch * gates))
 
 
 def make_data(seq_len: int, batches: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -262,6 +272,7 @@ def bench_length(seq_len: int, rounds: int, device: str, table: BenchTable, with
             ms_per_step=1000 * median,
             best_ms=1000 * min(times[name]),
             ratio=median / base,
+            pct_of_peak=pct_of_peak({"flops": step_flops(seq_len)}, median),
             compile_s=c["compile_s"],
             first_loss=c["first"],
         )
@@ -307,7 +318,9 @@ def main(argv: list[str] | None = None) -> None:
             f"ms_per_step: median over {rounds} interleaved rounds; best_ms: the fastest round. "
             "ratio = contender / nnjax (above 1: nnjax faster). "
             f"PyTorch threads: {torch_threads}, device {device}. 'fit' rows include each framework's "
-            "host-side loop (batching, transfers, callbacks)."
+            "host-side loop (batching, transfers, callbacks). pct_of_peak: the step's FLOPs (step_flops, "
+            "from the equations) / time / the measured matmul peak: a 32 x 51 x 200 product per time step "
+            "is far too small to fill the cores, so the step is bound by per-operation latency."
         ),
     )
     for seq_len in lengths:

@@ -27,7 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import BenchTable, bench_args, threaded, torch_device, torch_synced, torch_train_step
+from benchmarks.harness import (
+    BenchTable,
+    bench_args,
+    machine_peak,
+    pct_of_peak,
+    threaded,
+    torch_device,
+    torch_synced,
+    torch_train_step,
+    xla_cost,
+)
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 BATCH = 128
@@ -206,6 +216,8 @@ def worker(threads: int, rounds: int, block: int, compile_torch: bool) -> dict:
     candidates = {}
     for impl in ("xla", "fast"):
         step, state, batch = _nnjax_train_step(impl, variables, x, y)
+        if impl == "xla":  # the work of a step: XLA's count of the plain lax.conv_general_dilated program
+            train_work = xla_cost(step, state, batch)
         candidates[f"nnjax ThesisCNN conv_impl={impl}"] = threaded(step, state, batch)
     torch_model = _torch_model(variables["params"])
     candidates["PyTorch eager"] = _torch_train_step(torch_model, x, y)
@@ -230,6 +242,8 @@ def worker(threads: int, rounds: int, block: int, compile_torch: bool) -> dict:
         big, one = jnp.asarray(images), jnp.asarray(images[:1])
         infer[f"nnjax conv_impl={impl} batch {INFER_BATCH}"] = lambda a=apply, b=big: a(device_vars, b)
         infer[f"nnjax conv_impl={impl} batch 1"] = lambda a=apply, b=one: a(device_vars, b)
+        if impl == "xla":
+            infer_work = {size: xla_cost(apply, device_vars, b) for size, b in ((INFER_BATCH, big), (1, one))}
     torch_model.eval()  # already on torch_device() (moved by the train step)
     device = torch_device()
     big_t = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(device)
@@ -242,6 +256,7 @@ def worker(threads: int, rounds: int, block: int, compile_torch: bool) -> dict:
     infer["PyTorch eager batch 1"] = torch_synced(lambda: torch_infer(big_t[:1]), device)
     inference = _interleaved(infer, max(rounds // 2, 2), block)
     return {"train": train, "inference": inference, "max_grad_rel_diff_fast_vs_xla": max_diff,
+            "train_work": train_work, "infer_work": infer_work, "peak": machine_peak(),
             "loss_xla": results["xla"][0], "loss_fast": results["fast"][0],
             "load_before": load_before, "load_after": _loadavg(), "threads": threads or len(os.sched_getaffinity(0)),
             "xla_flags": os.environ.get("XLA_FLAGS", "")}
@@ -301,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
             table.add(what=f"train step, batch {BATCH}", implementation=name, xla_flags=xla,
                       threads=result["threads"], median_ms=r["median_s"] * 1e3, p10_ms=r["p10_s"] * 1e3,
                       p90_ms=r["p90_s"] * 1e3, compile_s=r["compile_s"],
-                      ratio_vs_torch=torch_ms / (r["median_s"] * 1e3), load_avg=load)
+                      ratio_vs_torch=torch_ms / (r["median_s"] * 1e3),
+                      pct_of_peak=pct_of_peak(result["train_work"], r["median_s"], peak=result["peak"]),
+                      load_avg=load)
         for name, r in inference.items():
             size = INFER_BATCH if name.endswith(f"batch {INFER_BATCH}") else 1
             xla = "n/a" if name.startswith("PyTorch") else flag_name
@@ -309,12 +326,18 @@ def main(argv: list[str] | None = None) -> None:
             table.add(what="inference", implementation=name, xla_flags=xla, threads=result["threads"],
                       median_ms=r["median_s"] * 1e3, p10_ms=r["p10_s"] * 1e3, p90_ms=r["p90_s"] * 1e3,
                       images_per_s=size / r["median_s"],
-                      ratio_vs_torch=inference[torch_name]["median_s"] / r["median_s"], load_avg=load)
+                      ratio_vs_torch=inference[torch_name]["median_s"] / r["median_s"],
+                      pct_of_peak=pct_of_peak(result["infer_work"][str(size)], r["median_s"], peak=result["peak"]),
+                      load_avg=load)
         table.notes += (f"\n\nWorker (XLA_FLAGS={flags or '(none)'}, threads {result['threads']}): one step from the "
                         f"same point, conv_impl fast vs xla: losses {result['loss_fast']:.6f} / "
                         f"{result['loss_xla']:.6f}, largest relative gradient difference "
                         f"{result['max_grad_rel_diff_fast_vs_xla']:.1e} (conv biases excluded: BatchNorm "
                         "cancels them, their exact gradient is 0).")
+        peak = result["peak"]
+        table.notes += (f" Its measured peak: fp32 matmul {peak['gflops']:.0f} GFLOP/s (XLA {peak['xla_gflops']:.0f}, "
+                        f"PyTorch {peak.get('torch_gflops', float('nan')):.0f}), copy {peak['copy_gbs']:.1f} GB/s; "
+                        f"a train step is {result['train_work']['flops'] / 1e9:.3f} GFLOP (XLA's count).")
         print(f"done: flags={flags or '(none)'} threads={threads}", flush=True)
     md, _ = table.write(args.out, "mnist")
     print(md.read_text())

@@ -30,7 +30,16 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import BenchTable, bench_args, measure, threaded, torch_device, torch_synced
+from benchmarks.harness import (
+    BenchTable,
+    bench_args,
+    measure,
+    pct_of_peak,
+    threaded,
+    torch_device,
+    torch_synced,
+    xla_cost,
+)
 
 BATCH = 32
 SIZE = 224
@@ -150,13 +159,6 @@ def nnjax_steps(weights, images: np.ndarray, labels: np.ndarray) -> dict:
         {"features": jnp.asarray(cached.arrays["features"]), "label": batch["label"], "mask": batch["mask"]},
     )
     return steps
-
-
-def flops(step, state, batch) -> float:
-    """XLA's FLOP count of one compiled step."""
-    analysis = step.lower(state, batch).compile().cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, list) else analysis
-    return float(analysis.get("flops", float("nan")))
 
 
 def head_difference(steps: dict, n: int = 3) -> float:
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     diff = head_difference(steps)
     results = {}
     for name, (step, state, batch) in steps.items():
-        gflops = flops(step, state, batch) / 1e9
+        gflops = xla_cost(step, state, batch)["flops"] / 1e9
         timing = measure(threaded(step, state, batch), warmup=1, repeats=repeats)
         results[name] = (gflops, timing)
     with_keras = importlib.util.find_spec("keras") is not None  # optional: not every GPU image ships it
@@ -302,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
             median_ms=timing["median_s"] * 1e3,
             flops_ratio=naive_gflops / gflops,
             time_ratio=naive_timing["median_s"] / timing["median_s"],
+            pct_of_peak=pct_of_peak({"flops": gflops * 1e9}, timing["median_s"]),
             head_max_diff=diff if name.startswith(("naive", "partitioned")) else None,
         )
     md, _ = train.write(args.out, "mobilenet_train_step")
@@ -315,7 +318,8 @@ def main(argv: list[str] | None = None) -> None:
             "Images per second, batch 32, 224 px, pooled 1,280 features, inference mode; torchvision's "
             "ImageNet weights in nnjax and PyTorch (max_abs_diff: pooled features vs nnjax's default), "
             "random weights in Keras. ratio_vs_torch = this row's throughput / PyTorch eager NCHW's. PyTorch "
-            "runs on the GPU when JAX does."
+            "runs on the GPU when JAX does. pct_of_peak: XLA's FLOP count of the nnjax forward / time / the "
+            "measured matmul peak."
         ),
     )
     x = np.asarray(weights.preprocess(images))
@@ -328,6 +332,8 @@ def main(argv: list[str] | None = None) -> None:
         model = weights.model(include_top=False, pooling="avg", depthwise_impl=impl)
         fn = jax.jit(lambda v, x, model=model: model.apply(v, x))
         backbone = weights.backbone_variables()
+        if impl == "shifted":  # the forward pass's work, the same for every row
+            forward_work = xla_cost(fn, backbone, xj)
         outputs[label] = np.asarray(fn(backbone, xj))
         runs[label] = measure(
             lambda fn=fn, backbone=backbone: fn(backbone, xj),
@@ -359,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
             median_ms=r["median_s"] * 1e3,
             compile_s=r["compile_s"],
             ratio_vs_torch=torch_s / r["median_s"],
+            pct_of_peak=pct_of_peak(forward_work, r["median_s"]),
             max_abs_diff=None if out is None else float(np.abs(out - reference).max()),
         )
     md, _ = forward.write(args.out, "mobilenet_forward")

@@ -116,13 +116,15 @@ def xla_cost(jitted: Any, *args: Any) -> dict[str, float]:
     return {"flops": float(analysis.get("flops", 0.0)), "bytes": float(analysis.get("bytes accessed", 0.0))}
 
 
-def pct_of_peak(work: dict[str, float], seconds: float, bound: str = "compute") -> float:
+def pct_of_peak(work: dict[str, float], seconds: float, bound: str = "compute",
+                peak: dict[str, float] | None = None) -> float:
     """Percent of this machine's measured peak that ``work`` done in ``seconds`` reaches.
 
     ``bound="compute"``: flops / s against the matmul peak; ``"memory"``: bytes / s against the
-    copy bandwidth (for work with few flops per byte: clustering, a cached head).
+    copy bandwidth (for work with few flops per byte: clustering, a cached head). ``peak``: a
+    :func:`machine_peak` measured elsewhere (a worker process pinned to fewer cores); default: this one's.
     """
-    peak = machine_peak()
+    peak = peak or machine_peak()
     if bound == "memory":
         return 100.0 * work["bytes"] / seconds / (peak["copy_gbs"] * 1e9)
     return 100.0 * work["flops"] / seconds / (peak["gflops"] * 1e9)

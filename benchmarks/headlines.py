@@ -36,8 +36,14 @@ def _find(rows: list[Row], **match: Any) -> Row | None:
     return next((row for row in rows if all(_matches(row.get(k, ""), v) for k, v in match.items())), None)
 
 
-def _line(work: str, ours: str, peer: str, ratio: str) -> Row:
-    return {"work": work, "nnjax": ours, "peer": peer, "ratio": ratio}
+def _line(work: str, ours: str, peer: str, ratio: str, pct: float | None = None) -> Row:
+    """One headline; ``pct``: the nnjax row's ``pct_of_peak`` (None for tables written before that column)."""
+    return {"work": work, "nnjax": ours, "peer": peer, "ratio": ratio, "pct_of_peak": pct}
+
+
+def _pct(row: Row | None) -> float | None:
+    value = (row or {}).get("pct_of_peak")
+    return None if value in (None, "") else float(value)
 
 
 def mlp(rows: list[Row]) -> list[Row]:
@@ -46,7 +52,8 @@ def mlp(rows: list[Row]) -> list[Row]:
     if not (ours and torch):
         return []
     return [_line("MLP 784-256-256-10 train step, Adam, batch 128", _ms(ours["median_ms"]),
-                  f"PyTorch eager {_ms(torch['median_ms'])}", _ratio(torch["median_ms"], ours["median_ms"]))]
+                  f"PyTorch eager {_ms(torch['median_ms'])}", _ratio(torch["median_ms"], ours["median_ms"]),
+                  _pct(ours))]
 
 
 def lstm(rows: list[Row]) -> list[Row]:
@@ -59,13 +66,14 @@ def lstm(rows: list[Row]) -> list[Row]:
         ratio = _ratio(torch["ms_per_step"], ours["ms_per_step"])
         if keras:
             ratio += f", {_ratio(keras['ms_per_step'], ours['ms_per_step'])}"
-        out.append(_line(f"LSTM(50) train step, batch 32 x {length} steps", _ms(ours["ms_per_step"]), peer, ratio))
+        out.append(_line(f"LSTM(50) train step, batch 32 x {length} steps", _ms(ours["ms_per_step"]), peer, ratio,
+                         _pct(ours)))
     return out
 
 
 def cluster(rows: list[Row]) -> list[Row]:
     return [_line(f"{row['work']} ({row['unit']})", _ms(row["nnjax_ms"]), f"scikit-learn {_ms(row['sklearn_ms'])}",
-                  _ratio(row["sklearn_ms"], row["nnjax_ms"]))
+                  _ratio(row["sklearn_ms"], row["nnjax_ms"]), _pct(row))
             for row in rows if row["work"].startswith(("K-means 1,000,000", "DBSCAN 20,000"))]
 
 
@@ -86,7 +94,7 @@ def mnist(rows: list[Row]) -> list[Row]:
             peer += f", torch.compile {_ms(compiled['median_ms'])}"
             ratio += f", {_ratio(compiled['median_ms'], ours['median_ms'])}"
         where = ("" if not cpu else ", one pinned core" if threads == 1 else f", {threads} threads")
-        out.append(_line(f"thesis CNN train step, batch 128{where}", _ms(ours["median_ms"]), peer, ratio))
+        out.append(_line(f"thesis CNN train step, batch 128{where}", _ms(ours["median_ms"]), peer, ratio, _pct(ours)))
     return out
 
 
@@ -100,7 +108,7 @@ def mobilenet_forward(rows: list[Row]) -> list[Row]:
         return []
     return [_line("MobileNetV2 forward, batch 32 x 224 px", f"{ours['images_per_s']:.1f} img/s",
                   ", ".join(f"{name} {row['images_per_s']:.1f}" for name, row in peers),
-                  ", ".join(_ratio(ours["images_per_s"], row["images_per_s"]) for _, row in peers))]
+                  ", ".join(_ratio(ours["images_per_s"], row["images_per_s"]) for _, row in peers), _pct(ours))]
 
 
 def mobilenet_train_step(rows: list[Row]) -> list[Row]:
@@ -112,7 +120,7 @@ def mobilenet_train_step(rows: list[Row]) -> list[Row]:
                                                                  if keras else "")
     ratio = _ratio(naive["median_ms"], ours["median_ms"]) + (f", {_ratio(keras['median_ms'], ours['median_ms'])}"
                                                              if keras else "")
-    return [_line("frozen MobileNetV2 + head train step, batch 32", _ms(ours["median_ms"]), peer, ratio)]
+    return [_line("frozen MobileNetV2 + head train step, batch 32", _ms(ours["median_ms"]), peer, ratio, _pct(ours))]
 
 
 def bert_train_step(rows: list[Row]) -> list[Row]:
@@ -122,7 +130,7 @@ def bert_train_step(rows: list[Row]) -> list[Row]:
         return []
     return [_line("frozen MiniLM + head train step, 64 x 64 tokens", _ms(ours["median_ms"]),
                   f"PyTorch, frozen encoder in eval mode {_ms(torch['median_ms'])}",
-                  _ratio(torch["median_ms"], ours["median_ms"]))]
+                  _ratio(torch["median_ms"], ours["median_ms"]), _pct(ours))]
 
 
 def bert_encoding(rows: list[Row]) -> list[Row]:
@@ -130,7 +138,24 @@ def bert_encoding(rows: list[Row]) -> list[Row]:
     if not (ours and torch):
         return []
     return [_line("MiniLM encoding, 64 x 64 tokens", f"{ours['tokens_per_s']:,.0f} tokens/s",
-                  f"PyTorch {torch['tokens_per_s']:,.0f}", _ratio(ours["tokens_per_s"], torch["tokens_per_s"]))]
+                  f"PyTorch {torch['tokens_per_s']:,.0f}", _ratio(ours["tokens_per_s"], torch["tokens_per_s"]),
+                  _pct(ours))]
+
+
+def finetune(rows: list[Row]) -> list[Row]:
+    out = []
+    for work in dict.fromkeys(r["work"] for r in rows):
+        ours = _find(rows, work=work, implementation="nnjax")
+        peers = [(name, _find(rows, work=work, implementation=prefix)) for name, prefix in
+                 (("PyTorch eager", "PyTorch eager"), ("channels_last", "PyTorch eager (channels_last)"),
+                  ("torch.compile", "torch.compile"))]
+        peers = [(name, row) for name, row in peers if row]
+        if not ours or not peers:
+            continue
+        out.append(_line(f"{work} train step", _ms(ours["median_ms"]),
+                         ", ".join(f"{name} {_ms(row['median_ms'])}" for name, row in peers),
+                         ", ".join(_ratio(row["median_ms"], ours["median_ms"]) for _, row in peers), _pct(ours)))
+    return out
 
 
 #: table title -> its headline function
@@ -143,6 +168,7 @@ BY_TITLE: dict[str, Callable[[list[Row]], list[Row]]] = {
     "MobileNetV2 transfer train step": mobilenet_train_step,
     "BERT frozen-encoder train step": bert_train_step,
     "BERT encoding throughput": bert_encoding,
+    "Fine-tuning train steps": finetune,
 }
 
 
@@ -151,7 +177,10 @@ def machine(env: dict[str, Any]) -> str:
     kind, _, name = str(env.get("device", "")).partition(":")
     if kind != "cpu":
         return name or kind
-    return f"CPU, {env.get('cores', '?')} cores ({env.get('cpu', '?')})"
+    extensions = env.get("vector_extensions") or []
+    isa = ("AVX-512" + (", AMX" if "amx_tile" in extensions else "") if "avx512f" in extensions
+           else "AVX2" if "avx2" in extensions else "")
+    return f"CPU, {env.get('cores', '?')} cores ({env.get('cpu', '?')}{', ' + isa if isa else ''})"
 
 
 def headlines(table: dict[str, Any], source: str) -> list[Row]:
@@ -166,7 +195,9 @@ def headlines(table: dict[str, Any], source: str) -> list[Row]:
 
 def markdown(rows: list[Row]) -> str:
     """The headline table in Markdown (ratio: peer time / nnjax time, above 1 means nnjax is faster)."""
-    lines = ["| work | machine | nnjax | peer | ratio (peer / nnjax) | table |", "|---|---|---|---|---|---|"]
+    lines = ["| work | machine | nnjax | peer | ratio (peer / nnjax) | nnjax % of peak | table |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['work']} | {r['machine']}, {r['date']} | {r['nnjax']} | {r['peer']} | {r['ratio']} | "
-              f"`{r['table']}` |" for r in rows]
+              f"{'' if r.get('pct_of_peak') is None else format(r['pct_of_peak'], '.3g')} | `{r['table']}` |"
+              for r in rows]
     return "\n".join(lines) + "\n"

@@ -65,6 +65,7 @@ class Config:
     batch_size: int = option(32, "images per step (thesis: 32)")
     learning_rate: float = option(1e-3, "Adam's learning rate for the head")
     hidden: int = option(128, "units of the head's hidden Dense layer")
+    head_dropout: float = option(0.0, "dropout rate before the head's output layer (training only)")
     image_size: int = option(224, "photos are resized to SIZE x SIZE")
     augment: bool = option(False, "the thesis's shear/zoom/flip augmentation (disables feature caching)")
     cache_features: bool = option(True, "run the frozen backbone once per image and train on its features")
@@ -85,8 +86,8 @@ class Config:
             raise NnjaxError("--epochs, --batch-size and --hidden must be >= 1 and --image-size >= 32.")
         if self.fine_tune_blocks < 0 or self.fine_tune_blocks > 17 or self.fine_tune_epochs < 0:
             raise NnjaxError("--fine-tune-blocks must be in 0..17 and --fine-tune-epochs >= 0.")
-        if not 0 <= self.label_smoothing < 1:
-            raise NnjaxError("--label-smoothing must be in [0, 1).")
+        if not (0 <= self.label_smoothing < 1 and 0 <= self.head_dropout < 1):
+            raise NnjaxError("--label-smoothing and --head-dropout must be in [0, 1).")
         if self.learning_rate <= 0 or self.fine_tune_learning_rate <= 0:
             raise NnjaxError("The learning rates must be positive.")
         if self.limit_per_class < 0 or self.grid_images < 0:
@@ -124,7 +125,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     cached = config.cache_features and not config.augment
     augmenting = config.augment or config.fine_tune_augment
     augment = functools.partial(random_augment, config=THESIS_AUGMENTATION) if augmenting else None
-    head = HeadConfig(num_classes=2, hidden=config.hidden, output="sigmoid")
+    head = HeadConfig(num_classes=2, hidden=config.hidden, output="sigmoid", dropout=config.head_dropout)
     outcome = train_on_images(ctx, splits, backbone, head, stages(config), flip_views=cached and config.flip_views,
                               augment=augment, test_time_flip=config.test_time_flip)
     print(f"cats-vs-dogs: {outcome.counts['trainable_params']:,} trainable and {outcome.counts['frozen_params']:,} "

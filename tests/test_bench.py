@@ -1,6 +1,7 @@
 """``nnjax bench``'s merge: one page, a headline table from every table, the README block rewritten."""
 
 import json
+import platform
 
 import pytest
 
@@ -48,8 +49,8 @@ def test_merge_writes_headlines_into_the_page_and_the_readme_block(tmp_path):
     block = text.split(MARK_BEGIN)[1].split(MARK_END)[0]
     rows = [line for line in block.splitlines() if line.startswith("| MLP")]
     assert len(rows) == 2  # CPU first, then the GPU
-    assert "CPU, 2 cores (AMD EPYC), 2026-11-26 | 0.5 ms | PyTorch eager 1 ms | 2.00 | `mlp.md`" in rows[0]
-    assert "NVIDIA H100 80GB HBM3, 2026-11-26 | 0.1 ms | PyTorch eager 0.4 ms | 4.00 | `mlp_h100_gpu.md`" in rows[1]
+    assert "CPU, 2 cores (AMD EPYC), 2026-11-26 | 0.5 ms | PyTorch eager 1 ms | 2.00 |  | `mlp.md`" in rows[0]
+    assert "NVIDIA H100 80GB HBM3, 2026-11-26 | 0.1 ms | PyTorch eager 0.4 ms | 4.00 |  | `mlp_h100_gpu.md`" in rows[1]
     page = (out / "README.md").read_text()
     assert "## Headlines" in page and block.strip() in page
     assert len(json.loads((out / "all.json").read_text())) == 2
@@ -97,9 +98,57 @@ def test_cli_runs_one_benchmark_into_its_own_folder(tmp_path, capsys):
     table = json.loads((tmp_path / "mlp.json").read_text())
     assert table["command"] == "python -m benchmarks.bench_mlp --quick" and len(table["rows"]) == 9
     assert all(row["median_ms"] > 0 for row in table["rows"])
+    # every row against the machine's peak measured in that run: a share, not a raw rate
+    peak = table["env"]["peak"]
+    assert peak["gflops"] >= max(peak["xla_gflops"], peak["torch_gflops"]) > 1 and peak["copy_gbs"] > 0.1
+    assert all(0 < row["pct_of_peak"] < 100 for row in table["rows"])
+    assert "Measured peak in this run" in (tmp_path / "mlp.md").read_text()
+    assert "avx2" in table["env"]["vector_extensions"] or platform.machine() != "x86_64"
     [headline] = json.loads((tmp_path / "headlines.json").read_text())
     assert headline["work"].startswith("MLP") and headline["machine"].startswith("CPU")
     assert "## MLP train step" in (tmp_path / "README.md").read_text()
     assert (REPO / "README.md").read_text() == readme_before
     with pytest.raises(NnjaxError, match="Unknown benchmark 'nope'"):
         run_benchmarks(only=["nope"], out=tmp_path)
+
+
+def test_headline_machine_names_the_vector_extensions_and_the_row_s_share_of_peak():
+    from benchmarks.headlines import machine, markdown, mlp
+
+    env = {"device": "cpu:cpu", "cores": 2, "cpu": "Intel Xeon", "vector_extensions": ["avx2", "avx512f", "amx_tile"]}
+    assert machine(env) == "CPU, 2 cores (Intel Xeon, AVX-512, AMX)"
+    assert machine({**env, "vector_extensions": ["avx2", "fma"]}) == "CPU, 2 cores (Intel Xeon, AVX2)"
+    rows = [{"batch": 128, "implementation": "nnjax (nnjax.nn.optim.adam)", "median_ms": 1.0, "pct_of_peak": 12.34},
+            {"batch": 128, "implementation": "PyTorch eager", "median_ms": 2.0, "pct_of_peak": 6.17}]
+    [line] = mlp(rows)
+    assert line["pct_of_peak"] == 12.34
+    assert "| 2.00 | 12.3 |" in markdown([{**line, "machine": "m", "date": "d", "table": "mlp.md"}])
+
+
+def test_accelerator_script_refuses_a_machine_without_a_gpu(tmp_path):
+    """benchmarks/accelerator.sh (the GPU rows' one prepared script) stops with one line on a CPU-only JAX."""
+    import os
+    import subprocess
+    import sys
+
+    from nnjax.bench import REPO
+
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "accelerator.sh"), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 2 and "JAX sees no GPU here; nothing run." in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_xla_cost_counts_a_product_s_flops_and_pct_of_peak_divides_by_the_given_peak():
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.harness import pct_of_peak, xla_cost
+
+    a = jnp.ones((64, 32), jnp.float32)
+    b = jnp.ones((32, 16), jnp.float32)
+    work = xla_cost(jax.jit(lambda x, y: x @ y), a, b)
+    assert work["flops"] == 2 * 64 * 32 * 16 and work["bytes"] >= 4 * (64 * 32 + 32 * 16 + 64 * 16)
+    peak = {"gflops": 100.0, "copy_gbs": 10.0}
+    assert pct_of_peak({"flops": 5e9}, 0.1, peak=peak) == pytest.approx(50.0)
+    assert pct_of_peak({"bytes": 1e9}, 0.2, bound="memory", peak=peak) == pytest.approx(50.0)

@@ -137,8 +137,11 @@ def test_experiment_end_to_end_and_predict(real_data_dir, tmp_path):
         fine_tune_epochs=1,
         batch_size=8,
         grid_images=6,
+        test_time_flip=True,
     )
     summary = run_experiment(exp, config, tmp_path / "run", seed=0, progress=False)
+    assert summary["test_time_flip"] and summary["recipe"] == "thesis" and summary["backbone"] == "mobilenet_v2"
+    assert 0.0 <= summary["final_val_accuracy"] <= 1.0
     for key in ("val_accuracy", "train_images", "trainable_params", "frozen_params", "seconds"):
         assert key in summary
     assert summary["train_images"] == 12 and summary["train_views"] == 24

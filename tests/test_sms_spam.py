@@ -43,6 +43,30 @@ def test_real_collection_parses_completely(real_data_dir):
     assert data.labels[0] == 0 and data.line_numbers[-1] == 5574
 
 
+def test_deduplicated_collection_keeps_each_text_once_and_no_text_crosses_splits(real_data_dir):
+    from nnjax.data.splits import stratified_split
+
+    data = sms_spam.load_sms_spam()
+    unique, removed = data.deduplicated()
+    assert removed == len(data) - len(set(data.texts)) == 403 and len(unique) == 5171
+    assert len(set(unique.texts)) == len(unique) and int(unique.labels.sum()) == 653
+    assert unique.texts[0] == data.texts[0] and list(unique.line_numbers) == sorted(unique.line_numbers)
+    train, val, test = (set(np.asarray(unique.texts, dtype=object)[i]) for i in stratified_split(unique.labels))
+    assert not (train & test or train & val or val & test)
+
+
+def test_recipes_are_presets_under_explicit_options():
+    from nnjax.experiment import get
+
+    exp = get("sms-spam")
+    best = exp.make_config("full", recipe="best")
+    assert best.recipe == "best" and best.dedup and best.train != "head"
+    assert exp.make_config("full").dedup is False  # the thesis's recipe stays the default
+    assert exp.make_config("full", recipe="best", dedup=False).dedup is False  # explicit options win
+    cats = get("cats-vs-dogs").make_config("quick", recipe="best")
+    assert cats.backbone == "efficientnet_lite0" and cats.fine_tune_augment and cats.limit_per_class == 200
+
+
 def test_bad_lines_are_reported_with_their_numbers(tmp_path):
     raw = b"ham\tfine\nspam\tWIN cash\nno tab here\nfoo\tunknown label\nham\t\xff\xfe broken\r\nham\tlast\n\n"
     parsed = sms_spam.parse_sms_spam(raw)

@@ -216,3 +216,17 @@ def test_the_driver_caches_each_boundary_once_and_only_where_nothing_upstream_tr
         Stage("head-again"), Stage("augmented", train="top-k", top_k=2, augment=True)])
     assert [(start, cached, first) for _, start, cached, first in plan] == [
         (19, True, 19), (16, True, 16), (0, False, 0), (0, False, 19), (0, False, 17)]
+
+
+def test_test_time_averaging_means_the_probabilities_of_each_view():
+    from nnjax.transfer.heads import HeadConfig, averaged, probabilities
+
+    rng = np.random.default_rng(0)
+    for head, shape in ((HeadConfig(num_classes=2, output="sigmoid"), (5,)),
+                        (HeadConfig(num_classes=3, output="softmax"), (5, 3))):
+        views = [rng.normal(size=shape).astype(np.float32) * 3 for _ in range(2)]
+        expected = (probabilities(head, views[0]) + probabilities(head, views[1])) / 2
+        np.testing.assert_allclose(probabilities(head, averaged(head, views)), expected, rtol=1e-5, atol=1e-6)
+        # one view: unchanged predictions
+        np.testing.assert_allclose(probabilities(head, averaged(head, views[:1])), probabilities(head, views[0]),
+                                   rtol=1e-5, atol=1e-6)

@@ -123,25 +123,57 @@ def _depthwise_bwd(strides, pads, residuals, g):
         lead = k - 1 - before
         grad_pads.append((lead, size - dsize - lead + k - 1))
     dx = _taps_forward(dilated, taps[::-1, ::-1], (1, 1), tuple(grad_pads))
-    ho, rows = _tap_plan(height, kh, sh, *pads[0])
-    wo, cols = _tap_plan(width, kw, sw, *pads[1])
-    dtaps = []
-    for r0, rn, rlead, rtrail in rows:
-        for c0, cn, clead, ctrail in cols:
-            if rn <= 0 or cn <= 0:
-                dtaps.append(jnp.zeros((channels,), taps.dtype))
-                continue
-            # the tap's input at output resolution (as in the forward), against the whole cotangent
-            src = lax.slice(
-                x,
-                (0, r0, c0, 0),
-                (batch, r0 + sh * (rn - 1) + 1, c0 + sw * (cn - 1) + 1, channels),
-                (1, sh, sw, 1),
-            )
-            if rlead or rtrail or clead or ctrail:
-                src = jnp.pad(src, ((0, 0), (rlead, rtrail), (clead, ctrail), (0, 0)))
-            dtaps.append(jnp.sum(src * g, axis=(0, 1, 2)))
-    return dx, jnp.stack(dtaps).reshape(kh, kw, channels).astype(taps.dtype)
+    return dx, _tap_gradients(x, g, (kh, kw), strides, pads).astype(taps.dtype)
+
+
+TAP_GRADIENT_CHUNK = 2  # images per step of the kernel gradient's loop (measured: 2-4 best, 1 and 8 slower)
+
+
+def _tap_gradients(x: jax.Array, g: jax.Array, kernel: tuple[int, int], strides: tuple[int, int],
+                   pads: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+    """The kernel gradient ``[kh, kw, C]``: per tap, the sum over batch and space of the tap's input
+    slice times the cotangent ``g``.
+
+    Summed over the whole batch at once, each of the ``kh * kw`` reductions streams both tensors
+    from memory again (XLA:CPU emits one loop per reduction); a ``lax.scan`` over chunks of
+    ``TAP_GRADIENT_CHUNK`` images keeps each chunk in cache for all of its taps: 2.4x faster at
+    MobileNetV2's 112 x 112 x 32 layer, batch 32 (431 -> 177 ms on 2 cores).
+    """
+    kh, kw = kernel
+    batch, height, width, channels = x.shape
+    sh, sw = strides
+    _, rows = _tap_plan(height, kh, sh, *pads[0])
+    _, cols = _tap_plan(width, kw, sw, *pads[1])
+
+    def taps_of(xc: jax.Array, gc: jax.Array) -> jax.Array:
+        out = []
+        for r0, rn, rlead, rtrail in rows:
+            for c0, cn, clead, ctrail in cols:
+                if rn <= 0 or cn <= 0:
+                    out.append(jnp.zeros((channels,), gc.dtype))
+                    continue
+                # the tap's input at output resolution (as in the forward), against the whole cotangent
+                src = lax.slice(
+                    xc,
+                    (0, r0, c0, 0),
+                    (xc.shape[0], r0 + sh * (rn - 1) + 1, c0 + sw * (cn - 1) + 1, channels),
+                    (1, sh, sw, 1),
+                )
+                if rlead or rtrail or clead or ctrail:
+                    src = jnp.pad(src, ((0, 0), (rlead, rtrail), (clead, ctrail), (0, 0)))
+                out.append(jnp.sum(src * gc, axis=(0, 1, 2)))
+        return jnp.stack(out)
+
+    chunk = TAP_GRADIENT_CHUNK if batch % TAP_GRADIENT_CHUNK == 0 else 1
+    if batch <= chunk:
+        return taps_of(x, g).reshape(kh, kw, channels)
+
+    def step(total: jax.Array, pair: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+        return total + taps_of(*pair), None
+
+    pairs = (x.reshape(batch // chunk, chunk, *x.shape[1:]), g.reshape(batch // chunk, chunk, *g.shape[1:]))
+    total, _ = lax.scan(step, jnp.zeros((kh * kw, channels), g.dtype), pairs)
+    return total.reshape(kh, kw, channels)
 
 
 _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
