@@ -22,6 +22,10 @@ preset, a sigmoid head and two stages run by :func:`nnjax.transfer.recipe.fit_st
   layer groups) train at ``--fine-tune-learning-rate``; the input of the first unfrozen block
   is cached when augmentation is off.
 
+``--recipe best`` (RECIPES, chosen on the validation split): EfficientNet-Lite0 frozen, no
+fine-tuning; ``--test-time-flip``, ``--label-smoothing``, ``--head-dropout`` and
+``--fine-tune-augment`` are the other options that were measured.
+
 Summary: ``val_accuracy`` (frozen backbone), ``fine_tuned_val_accuracy``, ``train_images``,
 ``trainable_params``, ``frozen_params``, ``seconds`` and the stage timings. Figures: a grid
 of validation photos with predicted label and probability, mistakes in red (figure 6.1.1),
@@ -45,11 +49,12 @@ NAME = "cats-vs-dogs"
 CLASS_NAMES = ("cat", "dog")
 
 
-# Chosen on the validation split (seed 0; the sweep and every figure are in the README's results notes):
-# EfficientNet-Lite0 instead of MobileNetV2, and the thesis's augmentation while fine-tuning, which kept
-# fine-tuning from losing accuracy against the frozen stage. Test-time flip and label smoothing each lost
-# a photo there and are off.
-RECIPES = {"thesis": {}, "best": {"backbone": "efficientnet_lite0", "fine_tune_augment": True}}
+# Chosen on the validation split (the README's results notes list every run): EfficientNet-Lite0's
+# frozen features with the thesis's head, no fine-tuning. Over seeds 0, 1, 2 its frozen stage gave
+# 0.985 / 0.985 / 0.9825; fine-tuning its top 3 blocks (with the thesis's augmentation, which did
+# best of the fine-tuning variants) gave 0.985 / 0.9775 / 0.985, so fine-tuning is left out.
+# Test-time flip and label smoothing each lost a photo on seed 0.
+RECIPES = {"thesis": {}, "best": {"backbone": "efficientnet_lite0", "fine_tune_blocks": 0}}
 
 
 @dataclasses.dataclass

@@ -30,6 +30,7 @@ from nnjax.transfer.heads import ClassifierHead
         ((1, 7, 6, 3), 2, "VALID"),
         ((6, 9, 8, 5), 1, ((1, 1), (1, 1))),  # the kernel gradient's loop over chunks of 2 images
         ((5, 10, 11, 4), 2, ((0, 1), (0, 1))),  # an odd batch: a loop over single images
+        ((2, 10, 11, 4), 3, ((1, 1), (1, 1))),  # three input phases per axis
     ],
 )
 def test_depthwise_matches_grouped_convolution_and_its_gradients(shape, stride, padding):

@@ -64,7 +64,7 @@ def test_recipes_are_presets_under_explicit_options():
     assert exp.make_config("full").dedup is False  # the thesis's recipe stays the default
     assert exp.make_config("full", recipe="best", dedup=False).dedup is False  # explicit options win
     cats = get("cats-vs-dogs").make_config("quick", recipe="best")
-    assert cats.backbone == "efficientnet_lite0" and cats.fine_tune_augment and cats.limit_per_class == 200
+    assert cats.backbone == "efficientnet_lite0" and cats.fine_tune_blocks == 0 and cats.limit_per_class == 200
 
 
 def test_bad_lines_are_reported_with_their_numbers(tmp_path):

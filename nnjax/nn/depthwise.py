@@ -107,23 +107,64 @@ def _depthwise_fwd(x, taps, strides, pads):
 
 
 def _depthwise_bwd(strides, pads, residuals, g):
-    """Input gradient: the same shifted sum over the stride-dilated cotangent with the
-    flipped kernel. Kernel gradient: per tap, the sum over batch and space of the tap's
-    input slice times the matching output region of the cotangent. (Letting XLA transpose
-    the pads and slices itself made a fine-tuning step of blocks 14-16 1.7x slower on CPU.)"""
+    """Input gradient: for stride 1 the same shifted sum over the cotangent with the flipped
+    kernel, for larger strides one such sum per input phase (:func:`_strided_input_gradient`).
+    Kernel gradient: :func:`_tap_gradients`. (Letting XLA transpose the pads and slices itself
+    made a fine-tuning step of blocks 14-16 1.7x slower on CPU.)"""
     x, taps = residuals
     kh, kw = taps.shape[:2]
     batch, height, width, channels = x.shape
     sh, sw = strides
-    dilated = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (0, 0, sh - 1), (0, 0, sw - 1), (0, 0, 0)))
-    grad_pads = []
-    for size, dsize, k, (before, _after) in zip(
-        (height, width), dilated.shape[1:3], (kh, kw), pads, strict=True
-    ):
-        lead = k - 1 - before
-        grad_pads.append((lead, size - dsize - lead + k - 1))
-    dx = _taps_forward(dilated, taps[::-1, ::-1], (1, 1), tuple(grad_pads))
+    if (sh, sw) == (1, 1):
+        grad_pads = tuple((k - 1 - before, after) for k, (before, after) in zip((kh, kw), pads, strict=True))
+        grad_pads = tuple((lead, size - osize - lead + k - 1) for (lead, _), size, osize, k in
+                          zip(grad_pads, (height, width), g.shape[1:3], (kh, kw), strict=True))
+        dx = _taps_forward(g, taps[::-1, ::-1], (1, 1), grad_pads)
+    else:
+        dx = _strided_input_gradient(g, taps, (height, width), strides, pads)
     return dx, _tap_gradients(x, g, (kh, kw), strides, pads).astype(taps.dtype)
+
+
+def _strided_input_gradient(g: jax.Array, taps: jax.Array, size: tuple[int, int], strides: tuple[int, int],
+                            pads: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+    """The input gradient of a strided depthwise convolution, one output phase at a time.
+
+    Input row ``p = s*u + a`` receives, from every tap ``i`` with ``i - before = a (mod s)``, the
+    cotangent row ``u - (i - before - a) / s`` times that tap: each of the ``s * s`` phases is a
+    shifted multiply-add sum at the *output's* resolution, and the phases are interleaved once.
+    (The cotangent dilated with zeros and summed at full resolution does s * s times the work.)
+    """
+    kh, kw = taps.shape[:2]
+    height, width = size
+    sh, sw = strides
+    batch, out_h, out_w, channels = g.shape
+    rows_per_phase, cols_per_phase = -(-height // sh), -(-width // sw)
+    phases = []
+    for a in range(sh):
+        row = []
+        for b in range(sw):
+            total = None
+            for i in range(kh):
+                di, ri = divmod(i - pads[0][0] - a, sh)
+                if ri:
+                    continue
+                for j in range(kw):
+                    dj, rj = divmod(j - pads[1][0] - b, sw)
+                    if rj:
+                        continue
+                    # term[u, v] = g[u - di, v - dj], zero outside g
+                    shifted = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (di, rows_per_phase - out_h - di, 0),
+                                                                 (dj, cols_per_phase - out_w - dj, 0), (0, 0, 0)))
+                    term = shifted * taps[i, j]
+                    total = term if total is None else total + term
+            if total is None:
+                total = jnp.zeros((batch, rows_per_phase, cols_per_phase, channels), g.dtype)
+            row.append(total)
+        phases.append(jnp.stack(row))
+    stacked = jnp.stack(phases)  # [sh, sw, B, rows, cols, C]
+    interleaved = stacked.transpose(2, 3, 0, 4, 1, 5).reshape(batch, rows_per_phase * sh, cols_per_phase * sw,
+                                                                 channels)
+    return interleaved[:, :height, :width]
 
 
 TAP_GRADIENT_CHUNK = 2  # images per step of the kernel gradient's loop (measured: 2-4 best, 1 and 8 slower)
