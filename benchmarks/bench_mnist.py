@@ -87,6 +87,14 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
 8. PyTorch eager on an oversubscribed machine suffers more than XLA (its OpenMP threads
    wait on each other), so compare rows measured at a low load average (`load_avg`); the
    1-thread rows (pinned to one core) are the steadiest.
+9. XLA's oneDNN paths (2026-12-01, jaxlib 0.10.2, 2-core Intel Xeon with AVX-512/AMX): the
+   wheel carries oneDNN (its AVX-512 and depthwise kernels are in libjax_common.so), but
+   `--xla_cpu_use_onednn=true`, with or without `--xla_cpu_experimental_onednn_custom_call=true`,
+   leaves every convolution an XLA `convolution` (no oneDNN rewrite in this build), and
+   `--xla_cpu_experimental_onednn_fusion_type` offers only dot, eltwise and reduce. So the
+   convolutions run in Eigen, compiled ahead of time into the wheel, while PyTorch's oneDNN
+   picks its kernels (AVX-512 here) at run time: the likeliest reason the gap to torch.compile
+   depends on the CPU (not proven; the table's provenance now lists the CPU's vector extensions).
 """
 
 

@@ -46,6 +46,17 @@ HEAD_LR, CLASSIFIER_LR = 1e-3, 3e-2
 TRAIN_MODES = ("classifier", "head", "top-k", "all")
 
 
+# Chosen on the validation split of the de-duplicated collection (seed 0; the README lists every
+# run): the head on the frozen encoder, then the top 3 layers + head with AdamW, 10 % warm-up and
+# cosine decay for 4 epochs. Validation: head alone 0.9892, top 2 with Adam 0.9938 (loss 0.0285),
+# this 0.9938 (loss 0.0269, the tie-break).
+RECIPES = {
+    "thesis": {},
+    "best": {"dedup": True, "train": "top-k", "top_k": 3, "finetune_epochs": 4, "finetune_learning_rate": 1e-4,
+             "finetune_optimizer": "adamw", "finetune_schedule": "cosine"},
+}
+
+
 @dataclasses.dataclass
 class Config:
     recipe: Literal["thesis", "best"] = option("thesis", "'thesis': the thesis's frozen encoder and head; 'best': "
@@ -277,6 +288,7 @@ register(
                 "trainable_params": 1538, "seconds": "4,332 (3 epochs, 1 h 12 min on Colab)"},
         evaluate=evaluate,
         predict=predict,
+        recipes=RECIPES,
         requires=requires,
         fingerprint=fingerprint,
     )
