@@ -113,13 +113,13 @@ def _depthwise_bwd(strides, pads, residuals, g):
     made a fine-tuning step of blocks 14-16 1.7x slower on CPU.)"""
     x, taps = residuals
     kh, kw = taps.shape[:2]
-    batch, height, width, channels = x.shape
-    sh, sw = strides
-    if (sh, sw) == (1, 1):
-        grad_pads = tuple((k - 1 - before, after) for k, (before, after) in zip((kh, kw), pads, strict=True))
-        grad_pads = tuple((lead, size - osize - lead + k - 1) for (lead, _), size, osize, k in
-                          zip(grad_pads, (height, width), g.shape[1:3], (kh, kw), strict=True))
-        dx = _taps_forward(g, taps[::-1, ::-1], (1, 1), grad_pads)
+    height, width = x.shape[1:3]
+    if tuple(strides) == (1, 1):
+        grad_pads = []
+        for size, out_size, k, (before, _after) in zip((height, width), g.shape[1:3], (kh, kw), pads, strict=True):
+            lead = k - 1 - before
+            grad_pads.append((lead, size - out_size - lead + k - 1))
+        dx = _taps_forward(g, taps[::-1, ::-1], (1, 1), tuple(grad_pads))
     else:
         dx = _strided_input_gradient(g, taps, (height, width), strides, pads)
     return dx, _tap_gradients(x, g, (kh, kw), strides, pads).astype(taps.dtype)
