@@ -30,6 +30,7 @@ from benchmarks.harness import (
     pct_of_peak,
     threaded,
     torch_device,
+    torch_linear,
     torch_synced,
     xla_cost,
 )
@@ -112,6 +113,16 @@ def nnjax_steps(pre, ids, mask, labels):
     return {"naive": naive, "partitioned": part, "cached": cached, "encode": encode}, np.asarray(pooled), work
 
 
+def torch_sms_head(pre):
+    """The sms-spam head in PyTorch with the checkpoint's head weights: pre_classifier, ReLU, dropout,
+    classifier (training mode)."""
+    import torch
+
+    head = pre.params["head"]
+    return torch.nn.Sequential(torch_linear(head["pre_classifier"]), torch.nn.ReLU(),
+                               torch.nn.Dropout(pre.model.config.classifier_dropout), torch_linear(head["classifier"]))
+
+
 def torch_steps(pre, ids, mask, labels, pooled, device="cpu"):
     """PyTorch peers: the same encoder (transformers BertModel) and the same head weights, on ``device``
     (CUDA where JAX runs on a GPU; each call then waits for the GPU)."""
@@ -121,19 +132,7 @@ def torch_steps(pre, ids, mask, labels, pooled, device="cpu"):
     encoder = AutoModel.from_pretrained(str(pre.source.folder), dtype=torch.float32).to(device)
     for p in encoder.parameters():
         p.requires_grad_(False)
-    head_params = pre.params["head"]
-    hidden = pre.model.config.hidden_size
-
-    def linear(name, n_out):
-        layer = torch.nn.Linear(hidden, n_out)
-        with torch.no_grad():
-            layer.weight.copy_(torch.from_numpy(np.asarray(head_params[name]["kernel"]).T.copy()))
-            layer.bias.copy_(torch.from_numpy(np.array(head_params[name]["bias"])))
-        return layer
-
-    dropout = torch.nn.Dropout(pre.model.config.classifier_dropout)
-    head = torch.nn.Sequential(linear("pre_classifier", hidden), torch.nn.ReLU(), dropout, linear("classifier", 2))
-    head = head.to(device)
+    head = torch_sms_head(pre).to(device)
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
     ti, tm = (torch.from_numpy(a.astype(np.int64)).to(device) for a in (ids, mask))
     ty = torch.from_numpy(labels.astype(np.int64)).to(device)

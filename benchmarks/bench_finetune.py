@@ -33,6 +33,7 @@ from benchmarks.harness import (
     pct_of_peak,
     threaded,
     torch_device,
+    torch_linear,
     torch_synced,
     xla_cost,
 )
@@ -93,15 +94,8 @@ def _torch_image_model(source: dict, head: dict, trainable: str, channels_last: 
     from nnjax.weights.torch_pickle import load_torch_state_dict
 
     model = torch_mobilenet_v2(load_torch_state_dict(source["file"]))
-    dense = [head["hidden"], head["classifier"]]  # Flax kernels are [in, out]
-    layers = []
-    for i, params in enumerate(dense):
-        linear = torch.nn.Linear(*params["kernel"].shape)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(params["kernel"].T.copy()))
-            linear.bias.copy_(torch.from_numpy(params["bias"].copy()))
-        layers += [linear] + ([torch.nn.ReLU()] if i < len(dense) - 1 else [])
-    model.classifier = torch.nn.Sequential(*layers)
+    model.classifier = torch.nn.Sequential(torch_linear(head["hidden"]), torch.nn.ReLU(),
+                                           torch_linear(head["classifier"]))
     for p in model.parameters():
         p.requires_grad_(trainable == "everything")
     if trainable != "everything":
@@ -204,7 +198,7 @@ def bert_rows(table: BenchTable, repeats: int, with_compile: bool) -> None:
     import torch
     from transformers import AutoModel
 
-    from benchmarks.bench_bert import BATCH, LENGTH, _batch
+    from benchmarks.bench_bert import BATCH, LENGTH, _batch, torch_sms_head
     from nnjax.models.hf_checkpoint import load_pretrained
     from nnjax.train.freeze import path_mask
     from nnjax.train.state import create_train_state
@@ -227,24 +221,14 @@ def bert_rows(table: BenchTable, repeats: int, with_compile: bool) -> None:
              "mask": jnp.ones(BATCH, jnp.float32)}
     step = make_train_step(classifier.loss_fn(0, trainable_from=first_group), tx, trainable=mask)
     work = xla_cost(step, state, batch)
-    rows = {"nnjax": (None, work, float(step(jax_copy(state), batch)[1]["loss"]))}
-    rows["nnjax"] = (measure(threaded(step, state, batch), warmup=1, repeats=repeats), work, rows["nnjax"][2])
+    first = float(step(jax_copy(state), batch)[1]["loss"])
+    rows = {"nnjax": (measure(threaded(step, state, batch), warmup=1, repeats=repeats), work, first)}
 
     device = torch_device()
-    head_params = pre.params["head"]
-    hidden = pre.model.config.hidden_size
 
     def torch_model():
         encoder = AutoModel.from_pretrained(str(pre.source.folder), dtype=torch.float32)
-        layers = []
-        for name, n_out in (("pre_classifier", hidden), ("classifier", 2)):
-            linear = torch.nn.Linear(hidden, n_out)
-            with torch.no_grad():
-                linear.weight.copy_(torch.from_numpy(np.asarray(head_params[name]["kernel"]).T.copy()))
-                linear.bias.copy_(torch.from_numpy(np.array(head_params[name]["bias"])))
-            layers.append(linear)
-        head = torch.nn.Sequential(layers[0], torch.nn.ReLU(), torch.nn.Dropout(pre.model.config.classifier_dropout),
-                                   layers[1])
+        head = torch_sms_head(pre)
         for p in encoder.parameters():
             p.requires_grad_(False)
         top = list(encoder.encoder.layer[-BERT_TOP_K:])

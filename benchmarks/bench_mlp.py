@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.harness import BenchTable, bench_args, measure, pct_of_peak, threaded, torch_train_step, xla_cost
+from benchmarks.harness import (
+    BenchTable,
+    bench_args,
+    measure,
+    pct_of_peak,
+    threaded,
+    torch_linear,
+    torch_train_step,
+    xla_cost,
+)
 
 WIDTHS = (256, 256, 10)
 N_IN = 784
@@ -44,12 +53,8 @@ def torch_step(params_np: dict, x: np.ndarray, y: np.ndarray):
     import torch
 
     layers = []
-    for i, width in enumerate(WIDTHS):
-        kernel = params_np[f"dense_{i}"]["kernel"]
-        linear = torch.nn.Linear(kernel.shape[0], width)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(kernel.T.copy()))
-            linear.bias.copy_(torch.from_numpy(params_np[f"dense_{i}"]["bias"]))
+    for i in range(len(WIDTHS)):
+        linear = torch_linear(params_np[f"dense_{i}"])
         layers += [linear, torch.nn.ReLU()] if i < len(WIDTHS) - 1 else [linear]
     model = torch.nn.Sequential(*layers)
     return torch_train_step(model, torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)))

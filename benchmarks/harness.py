@@ -267,6 +267,19 @@ def torch_synced(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
     return call
 
 
+def torch_linear(dense: dict) -> Any:
+    """A ``torch.nn.Linear`` holding a Flax ``Dense`` layer's weights (``{"kernel": [in, out], "bias": [out]}``)."""
+    import numpy as np
+    import torch
+
+    kernel, bias = np.asarray(dense["kernel"], np.float32), np.asarray(dense["bias"], np.float32)
+    linear = torch.nn.Linear(*kernel.shape)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(kernel.T.copy()))
+        linear.bias.copy_(torch.from_numpy(bias.copy()))
+    return linear
+
+
 def torch_train_step(model: Any, inputs: Any, labels: Any, lr: float = 1e-3) -> Callable[[], Any]:
     """The PyTorch peer of a classification train step: Adam(lr) on cross-entropy, eager, on :func:`torch_device`.
 
