@@ -124,13 +124,14 @@ def _train_cell(cell: str, config: Config, data: Any, ctx: RunContext) -> dict:
     from nnjax.data.batching import ArrayLoader
     from nnjax.data.prices import mae, rmse
     from nnjax.train.fit import fit
+    from nnjax.train.init import run_once
     from nnjax.train.state import create_train_state
     from nnjax.train.step import make_train_step
 
     model = _model(cell, config.hidden, config.unroll)
     x_train = _inputs(data.x_train, data.scaler)
     y_train = _targets(data.x_train, data.y_train, data.scaler, config.target)
-    params = jax.jit(model.init)(jax.random.PRNGKey(ctx.seed), x_train[:1])["params"]
+    params = run_once(model.init, jax.random.PRNGKey(ctx.seed), x_train[:1])["params"]
 
     def loss_fn(params, batch_stats, batch, rng, train):
         del batch_stats, rng, train

@@ -152,6 +152,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     from nnjax.nn.backprop import backprop
     from nnjax.nn.optim import effective_step_from_state
     from nnjax.train.fit import fit
+    from nnjax.train.init import run_once
     from nnjax.train.metrics import read_metrics
     from nnjax.train.state import create_train_state
     from nnjax.train.step import evaluate, make_eval_step, make_train_step
@@ -166,7 +167,7 @@ def run(config: Config, ctx: RunContext) -> dict:
               output_activation=out_act)
     linear = MLP(features=(n_out,), activation=config.activation, output_activation=out_act)
     init_key = jax.random.PRNGKey(ctx.seed)
-    mlp_params = jax.jit(mlp.init)(init_key, x[:1])["params"]
+    mlp_params = run_once(mlp.init, init_key, x[:1])["params"]
 
     @jax.jit
     def grad_diff(params: Any) -> jax.Array:
@@ -181,7 +182,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     results = {}
     eval_steps: dict = {}
     for name, model, hand in (("backprop", mlp, True), ("autograd", mlp, False), ("linear", linear, False)):
-        params = mlp_params if model is mlp else jax.jit(model.init)(init_key, x[:1])["params"]
+        params = mlp_params if model is mlp else run_once(model.init, init_key, x[:1])["params"]
         tx = _make_tx(config, track=name == "backprop")
         state = create_train_state(jax.tree.map(jnp.array, params), tx, rng=jax.random.PRNGKey(ctx.seed + 1))
         loss_fn = _loss_fn(model, config, hand)

@@ -12,6 +12,7 @@ on the JAX backend, every weight including the BatchNorm statistics randomised):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import sys
@@ -40,13 +41,38 @@ from nnjax.weights.sources import fetch, offline_path
 from nnjax.weights.torch_pickle import UnsafePickleError, load_torch_state_dict
 
 
+@contextlib.contextmanager
+def _keras_draws_zeros():
+    """Keras' initial random draws as numpy zeros while a model is built.
+
+    ``_random_keras`` overwrites every weight afterwards; the draws themselves are one small
+    XLA program per weight shape on the JAX backend (about 10 s of compiles for MobileNetV2).
+    """
+    from keras.src.backend.jax import random as keras_random
+
+    names = ("normal", "uniform", "truncated_normal")
+    saved = {name: getattr(keras_random, name) for name in names}
+
+    def zeros(shape, *args, dtype=None, **kwargs):
+        return np.zeros(shape, dtype or np.float32)
+
+    try:
+        for name in names:
+            setattr(keras_random, name, zeros)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(keras_random, name, function)
+
+
 def _random_keras(alpha: float, size: int, include_top: bool, seed: int = 0):
     keras = pytest.importorskip("keras")
     if keras.backend.backend() != "jax":
         pytest.skip("the Keras comparison runs on the JAX backend (KERAS_BACKEND=jax)")
-    model = keras.applications.MobileNetV2(
-        weights=None, alpha=alpha, include_top=include_top, input_shape=(size, size, 3)
-    )
+    with _keras_draws_zeros():
+        model = keras.applications.MobileNetV2(
+            weights=None, alpha=alpha, include_top=include_top, input_shape=(size, size, 3)
+        )
     rng = np.random.default_rng(seed)
     values = []
     for w in model.weights:

@@ -128,4 +128,6 @@ def build_model(name: str, **kwargs) -> nn.Module:
 
 def init_variables(model: nn.Module, rng: jax.Array, batch: int = 1) -> dict:
     """``{"params": ..., "batch_stats": ...}`` for 28x28x1 inputs."""
-    return dict(model.init(rng, jnp.zeros((batch, 28, 28, 1), jnp.float32), train=False))
+    from nnjax.train.init import run_once
+
+    return dict(run_once(lambda key: model.init(key, jnp.zeros((batch, 28, 28, 1), jnp.float32), train=False), rng))

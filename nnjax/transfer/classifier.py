@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnjax.train.init import run_once
 from nnjax.transfer import heads
 from nnjax.transfer.backbones import Backbone
 from nnjax.transfer.examples import ArrayExamples, BucketExamples, Examples
@@ -78,7 +79,7 @@ class Classifier:
         parameters (a text checkpoint's pooler) of the same shapes, those are used.
         """
         features = jnp.zeros((1, self.backbone.feature_size), jnp.float32)
-        head = ClassifierHead(self.head).init(jax.random.key(seed), features)["params"]
+        head = run_once(lambda key: ClassifierHead(self.head).init(key, features)["params"], jax.random.key(seed))
         own = self.backbone.head_params or {}
         shape = lambda tree: jax.tree_util.tree_map(np.shape, tree)  # noqa: E731
         head = {k: own[k] if k in own and shape(own[k]) == shape(v) else v for k, v in head.items()}
