@@ -105,9 +105,10 @@ def test_prediction_grid_marks_mistakes():
     index = pick_grid(labels, predicted, 4)
     assert len(index) == 4 and {1, 3} <= set(index.tolist())  # every mistake is shown
     fig = predictions_figure(np.zeros((3, 8, 8, 3), np.uint8), [0, 1, 1], [0.2, 0.1, 0.95])
-    titles = [ax.get_title() for ax in fig.axes[:3]]
-    assert titles == ["cat 0.80", "✗ cat 0.90 (dog)", "dog 0.95"]
-    assert fig.axes[1].title.get_color() == "red"
+    texts = fig.axes[0].texts  # one image of the grid, a title above each photo
+    assert [t.get_text() for t in texts] == ["cat 0.80", "✗ cat 0.90 (dog)", "dog 0.95"]
+    assert [t.get_color() for t in texts] == ["green", "red", "green"]
+    assert fig.axes[0].images[0].get_array().shape[1] > 3 * 8  # three 8-pixel photos side by side
 
 
 def test_config_errors_are_sentences():

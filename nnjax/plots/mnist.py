@@ -21,32 +21,21 @@ def _pyplot():
     return plt
 
 
-def _grid(n: int, ncols: int) -> tuple[int, int]:
-    ncols = max(1, min(ncols, n))
-    return -(-n // ncols), ncols
-
-
 def filters_figure(kernel: np.ndarray, *, ncols: int = 8, title: str = "") -> Any:
     """The first layer's filters (figure 4.2.1): ``kernel [kh, kw, 1, C]`` (HWIO) as C small images.
 
     Each filter is drawn in gray on its own scale (black = most negative weight, white = most
     positive), the way the thesis shows them.
     """
-    plt = _pyplot()
+    from nnjax.plots.common import tiled_figure
+
     kernel = np.asarray(kernel)
     if kernel.ndim != 4 or kernel.shape[2] != 1:
         raise ValueError(f"expected a first-layer kernel [kh, kw, 1, C], got shape {kernel.shape}")
     count = kernel.shape[-1]
-    nrows, ncols = _grid(count, ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.45 * nrows), squeeze=False)
-    for index, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if index < count:
-            ax.imshow(kernel[:, :, 0, index], cmap="gray", interpolation="nearest")
-            ax.set_title(str(index), fontsize=7)
-    fig.suptitle(title or f"{count} learned {kernel.shape[0]}x{kernel.shape[1]} filters of the first layer")
-    fig.tight_layout()
-    return fig
+    title = title or f"{count} learned {kernel.shape[0]}x{kernel.shape[1]} filters of the first layer"
+    return tiled_figure([kernel[:, :, 0, i] for i in range(count)], [str(i) for i in range(count)],
+                        ncols=ncols, tile_inches=(1.3, 1.45), cmap="gray", fontsize=7, suptitle=title)
 
 
 def digit_figure(image: np.ndarray, title: str = "") -> Any:
@@ -69,33 +58,20 @@ def feature_maps_figure(maps: np.ndarray, *, scale: str = "own", ncols: int = 8,
         on one diverging scale symmetric around 0, with a colour bar (figure 4.2.4), so the
         sign and the relative strength of the responses can be compared across filters.
     """
-    plt = _pyplot()
+    from nnjax.plots.common import tiled_figure
+
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise ValueError(f"expected feature maps [H, W, C], got shape {maps.shape}")
     if scale not in ("own", "shared"):
         raise ValueError(f"scale must be 'own' or 'shared', got {scale!r}")
     count = maps.shape[-1]
-    nrows, ncols = _grid(count, ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols, 1.6 * nrows), squeeze=False)
     limit = float(np.abs(maps).max()) or 1.0
-    image = None
-    for index, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if index >= count:
-            continue
-        if scale == "own":
-            image = ax.imshow(maps[:, :, index], cmap="gray", interpolation="nearest")
-        else:
-            image = ax.imshow(maps[:, :, index], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-        ax.set_title(str(index), fontsize=7)
-    if scale == "shared" and image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
-    fig.suptitle(title or ("feature maps after the first layer (each on its own scale)" if scale == "own"
-                           else "feature maps after the first layer (one shared scale)"))
-    if scale == "own":
-        fig.tight_layout()
-    return fig
+    shared = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit, "colorbar": True} if scale == "shared" else {}
+    title = title or ("feature maps after the first layer (each on its own scale)" if scale == "own"
+                      else "feature maps after the first layer (one shared scale)")
+    return tiled_figure([maps[:, :, i] for i in range(count)], [str(i) for i in range(count)], ncols=ncols,
+                        tile_inches=(1.5, 1.6), fontsize=7, suptitle=title, **({"cmap": "gray"} | shared))
 
 
 def training_figure(
