@@ -89,13 +89,13 @@ def _assert_kill_then_rerun_equals_uninterrupted(tmp_path: Path, args: list[str]
 
 
 def test_mnist_killed_at_a_random_step_then_rerun_equals_an_uninterrupted_run(tmp_path, real_data_dir):
-    args = ["run", "mnist", "--recipe", "thesis", "--train-size", "1152", "--test-size", "300", "--epochs", "3",
+    args = ["run", "mnist", "--recipe", "thesis", "--train-size", "640", "--test-size", "300", "--epochs", "3",
             "--log-every", "1", "--checkpoint-seconds", "0", "--no-progress"]
-    summary = _assert_kill_then_rerun_equals_uninterrupted(tmp_path, args, range(1, 30))
+    summary = _assert_kill_then_rerun_equals_uninterrupted(tmp_path, args, range(1, 18))
     assert len(summary["test_accuracy_by_epoch"]) == 3
     lines = read_metrics(tmp_path / "killed" / "metrics.jsonl")
     steps = [line["step"] for line in lines if "loss" in line and "epoch" in line and "train_loss" not in line]
-    assert steps == sorted(set(steps)) == list(range(1, 28))  # every step once, none twice
+    assert steps == sorted(set(steps)) == list(range(1, 16))  # every step once, none twice
     assert [line["epoch"] for line in lines if "train_loss" in line] == [1, 2, 3]
     compiles = [line["compile_s"] for line in lines if line.get("event") == "compile"]
     if summary.get("attempts", 1) > 1 and "compile_s" in summary:  # this process's compile time, not a sum
@@ -202,7 +202,7 @@ def test_interrupt_during_a_write_waits_for_the_write():
 
 def test_sigterm_ends_a_run_with_one_line_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "run"
-    args = ["run", "lstm-prices", "--epochs", "150", "--no-progress", "--out", str(out)]
+    args = ["run", "lstm-prices", "--epochs", "60", "--no-progress", "--out", str(out)]
     proc = subprocess.Popen(_command(*args, "--checkpoint-seconds", "0"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
