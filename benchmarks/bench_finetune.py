@@ -17,6 +17,24 @@ groups computed once per photo and cached, the step starting at the first traina
 ``pct_of_peak``: that work / time / the fp32 matmul peak measured in this run.
 ``first_loss_diff``: |first-step loss - nnjax's| (same weights and batch; BERT's dropout differs).
 Run: ``.venv/bin/python -m benchmarks.bench_finetune [--quick]`` (``--quick``: no ``torch.compile``).
+
+NOTES: where the MiniLM step's time goes, and what was tried (2-core Intel Xeon, AVX-512, copy
+bandwidth ~5 GB/s; PyTorch eager 850-1,150 ms in the same processes):
+
+1. ``jax.profiler`` trace of one nnjax step (1,497 ms wall): YNNPACK dot fusions 1,088 ms of thunk
+   time (107 of them; 150 GFLOP at ~138 GFLOP/s), then passes over activations that PyTorch folds
+   into its GEMMs or views: bias adds (``broadcast_add_fusion``, 90, 114 ms), the heads' transposes
+   (``copy_bitcast`` / ``transpose_copy``, 163 ms), dropout / padding selects (~60 ms).
+2. Single products at the step's shapes ([4096, 384] x [384, 384 / 1536], [4096, 1536] x
+   [1536, 384]): XLA 170-230 GFLOP/s, PyTorch 170-300, so the dots alone explain a part of the gap.
+   GELU (exact, [64, 64, 1536]): XLA 7.7 ms, PyTorch 2.9 ms; the attention's batched products
+   3.7 vs 1.8 ms; softmax and dropout masks equal.
+3. Flags, whole step, 6 repeats each: dots to Eigen
+   (``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-individual_dot``) 1,277-1,362 ms
+   against 1,496 by default; ``--xla_cpu_experimental_onednn_fusion_type=dot`` 1,505 (with Eigen
+   dots 1,436); YNNPACK for every dot and elementwise fusion (``+dot,+eltwise``) 2,357. Not adopted:
+   XLA flags are per process, and dots to Eigen made the MLP step at batch 32 slower (0.89 ->
+   1.02 ms) while batch 512 got faster (4.64 -> 3.68 ms).
 """
 
 from __future__ import annotations
