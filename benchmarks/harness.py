@@ -72,9 +72,17 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
+#: Timed repeats of each peak measurement; ``--quick`` (``bench_args``) lowers it to 3.
+PEAK_REPEATS = {"full": 10, "quick": 3}
+_peak_profile = "full"
+
+
 @functools.cache
-def machine_peak(repeats: int = 10) -> dict[str, float]:
+def machine_peak(repeats: int | None = None) -> dict[str, float]:
     """This machine's limits, measured now in this process (other work on the cores lowers them).
+
+    ``repeats``: timed calls of each measurement (the median counts); default ``PEAK_REPEATS``
+    of this process's profile (``--quick`` or not).
 
     ``xla_gflops`` / ``torch_gflops``: fp32 ``PEAK_MATMUL_N``-square matrix products in XLA and
     PyTorch (on the device both use); ``gflops``: the larger. ``copy_gbs``: GB/s of ``x + 1`` on a
@@ -83,6 +91,7 @@ def machine_peak(repeats: int = 10) -> dict[str, float]:
     import jax
     import jax.numpy as jnp
 
+    repeats = repeats or PEAK_REPEATS[_peak_profile]
     n = PEAK_MATMUL_N
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     matmul = jax.jit(lambda x, y: x @ y)
@@ -233,7 +242,10 @@ def bench_args(argv: list[str] | None = None, description: str = "") -> Any:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for the Markdown + JSON table")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    global _peak_profile
+    _peak_profile = "quick" if args.quick else "full"
+    return args
 
 
 def torch_device() -> str:
