@@ -22,9 +22,10 @@ reproduce: setup
 
 # Two workers (pytest-xdist): much of the suite waits on XLA compiles and subprocesses, which run
 # single-threaded, so two workers finish in ~70 % of the serial time on 2 cores (9.5 vs 13.6 min).
-# --dist loadgroup: tests sharing a module-scoped fixture stay on one worker (tests/conftest.py).
+# --dist loadscope: a module's tests stay on one worker, so a module-scoped fixture (a trained run,
+# loaded weights) is built once, not once per worker (the SMS frozen run was built twice, 20 s each).
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --durations=15 tests
 
 lint: setup
 	$(BIN)/ruff check nnjax experiments benchmarks tests

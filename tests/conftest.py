@@ -62,15 +62,3 @@ def assert_close_scaled(actual, expected, *, rtol: float = 1e-5, scale_atol: flo
 #: (Chihuahua ... Mexican hairless): what a pretrained backbone should see in the real photos.
 CAT_CLASSES = range(281, 286)
 DOG_CLASSES = range(151, 269)
-
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) the tests of a module that use its
-    module-scoped fixtures (a trained run, loaded weights) go to one worker, so each fixture is
-    built once rather than once per worker (the SMS frozen run was built twice, 20 s each)."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is not None and any(defs and defs[-1].scope == "module" and defs[-1].baseid.startswith("tests")
-                                    for defs in info.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
