@@ -20,6 +20,7 @@ def main(model_name: str, mode: str, out: str) -> None:
 
     from nnjax.data.batching import ArrayLoader
     from nnjax.train.fit import fit
+    from nnjax.train.init import run_once
     from nnjax.train.state import create_train_state
     from nnjax.train.step import make_train_step
 
@@ -37,7 +38,8 @@ def main(model_name: str, mode: str, out: str) -> None:
     # Learnable labels (a function of the input), so training descends instead of wandering.
     classes = 3 if model_name == "mlp" else 10
     y = (np.abs(x.reshape(len(x), -1)[:, :classes]).argmax(axis=1)).astype(np.int32)
-    variables = model.init(jax.random.PRNGKey(0), x[:2], **({} if model_name == "mlp" else {"train": False}))
+    options = {} if model_name == "mlp" else {"train": False}
+    variables = run_once(lambda key: model.init(key, x[:2], **options), jax.random.PRNGKey(0))
     has_stats = "batch_stats" in variables
 
     def loss_fn(params, batch_stats, batch, rng_key, train):
