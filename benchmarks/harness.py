@@ -62,27 +62,19 @@ PEAK_MATMUL_N = 2048  # square fp32 products for the compute peak
 PEAK_COPY_BYTES = 256 << 20  # one array this large, read once and written once, for the bandwidth peak
 
 
+#: Timed repeats of each peak measurement; ``bench_args`` sets 3 under ``--quick``.
+peak_repeats = 10
+
+
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    _block(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _block(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-#: Timed repeats of each peak measurement; ``--quick`` (``bench_args``) lowers it to 3.
-PEAK_REPEATS = {"full": 10, "quick": 3}
-_peak_profile = "full"
+    return measure(fn, warmup=1, repeats=repeats)["median_s"]
 
 
 @functools.cache
 def machine_peak(repeats: int | None = None) -> dict[str, float]:
     """This machine's limits, measured now in this process (other work on the cores lowers them).
 
-    ``repeats``: timed calls of each measurement (the median counts); default ``PEAK_REPEATS``
-    of this process's profile (``--quick`` or not).
+    ``repeats``: timed calls of each measurement (the median counts); default :data:`peak_repeats`.
 
     ``xla_gflops`` / ``torch_gflops``: fp32 ``PEAK_MATMUL_N``-square matrix products in XLA and
     PyTorch (on the device both use); ``gflops``: the larger. ``copy_gbs``: GB/s of ``x + 1`` on a
@@ -91,7 +83,7 @@ def machine_peak(repeats: int | None = None) -> dict[str, float]:
     import jax
     import jax.numpy as jnp
 
-    repeats = repeats or PEAK_REPEATS[_peak_profile]
+    repeats = repeats or peak_repeats
     n = PEAK_MATMUL_N
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     matmul = jax.jit(lambda x, y: x @ y)
@@ -243,8 +235,8 @@ def bench_args(argv: list[str] | None = None, description: str = "") -> Any:
     parser.add_argument("--out", default=str(RESULTS_DIR), help="folder for the Markdown + JSON table")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     args = parser.parse_args(argv)
-    global _peak_profile
-    _peak_profile = "quick" if args.quick else "full"
+    global peak_repeats
+    peak_repeats = 3 if args.quick else 10
     return args
 
 
