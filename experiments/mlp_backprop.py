@@ -279,10 +279,9 @@ def _probability_fn(model: Any, params: Any, loss: str) -> Callable[[np.ndarray]
 
 def decision_boundary_figure(panels: dict[str, Callable], points: np.ndarray, labels: np.ndarray) -> Any:
     """One panel per model: ``P(label 1)`` over the plane, the 0.5 contour and the points."""
-    import matplotlib
+    from nnjax.plots.common import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lo, hi = points.min(0) - 0.5, points.max(0) + 0.5
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))

@@ -53,10 +53,9 @@ def activation_figure(name: str, x_range: tuple[float, float] = (-6.0, 6.0), poi
     """One activation and its derivative on ``[x_range]``; returns a matplotlib Figure."""
     if name not in FIGURES:
         raise NnjaxError(f"No activation figure for {name!r}; choose one of: {', '.join(FIGURES)}.")
-    import matplotlib
+    from nnjax.plots.common import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x = np.linspace(*x_range, points, dtype=np.float32)
     f, d, f_label, d_label = _curves(name, x)

@@ -30,7 +30,7 @@ def predictions_figure(
 ) -> Any:
     """A grid of photos titled ``"<predicted> <probability>"``; wrong ones in red with the
     true label (``"✗ dog 0.91 (cat)"``), right ones in green."""
-    from nnjax.plots.common import image_grid_figure
+    from nnjax.plots.common import tiled_figure
 
     titles, colors = [], []
     for label, p in zip(labels, dog_probability, strict=True):
@@ -42,4 +42,4 @@ def predictions_figure(
         else:
             titles.append(f"✗ {class_names[predicted]} {confidence:.2f} ({class_names[int(label)]})")
             colors.append("red")
-    return image_grid_figure(list(images), titles, title_colors=colors, ncols=ncols, suptitle=title)
+    return tiled_figure(list(images), titles, title_colors=colors, ncols=ncols, suptitle=title)

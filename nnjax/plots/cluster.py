@@ -8,20 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from nnjax.plots.common import pyplot
+
 _NOISE_COLOR = "#9a9a9a"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _colors(n: int) -> list:
-    plt = _pyplot()
+    plt = pyplot()
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
     return [cmap(i % cmap.N) for i in range(n)]
 
@@ -54,7 +47,7 @@ def clusters_figure(
 ) -> Any:
     """One panel: 2-D points ``x`` [n, 2] coloured by cluster ``labels`` [n] (noise -1 in grey),
     with ``centroids`` [k, 2] as black crosses when given (the thesis's figure 1.2.1)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5.5))
     _draw(ax, x, labels, centroids, title)
     fig.tight_layout()
@@ -69,7 +62,7 @@ def comparison_figure(
 ) -> Any:
     """Side-by-side panels of the same points ``x`` [n, 2]: ``{panel title: (labels [n],
     centroids [k, 2] or None)}``, e.g. K-means next to DBSCAN on two moons."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
     for ax, (name, (labels, centroids)) in zip(axes[0], panels.items(), strict=True):
         _draw(ax, x, labels, centroids, name)

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,7 +26,7 @@ def confusion_matrix_figure(
     cm: np.ndarray, class_names: Sequence[str], *, normalize: bool = False, title: str = ""
 ) -> Any:
     """A heat map of ``cm[i, j]`` (true i, predicted j); rows sum to 1 when ``normalize``."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(cm, dtype=np.float64)
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
     size = max(3.5, 0.55 * len(class_names) + 1.5)
@@ -59,7 +60,7 @@ def curves_figure(
     logy: bool = False,
 ) -> Any:
     """Line plot of named ``(x, y)`` series on shared axes."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, (x, y) in series.items():
         ax.plot(x, y, label=name, linewidth=1.4)
@@ -97,7 +98,7 @@ def tiled_figure(
     Tiles of different sizes are centred in cells of the largest. One Axes holds the whole
     grid: 32-64 Axes, one per tile, took 0.5-1 s each figure to lay out and save.
     """
-    plt = _pyplot()
+    plt = pyplot()
     if len(tiles) == 0 or len(tiles) != len(titles):
         raise ValueError(f"expected one title per image and at least one image, got {len(tiles)} and {len(titles)}")
     arrays = [np.asarray(t) for t in tiles]
@@ -138,16 +139,3 @@ def tiled_figure(
         ax.set_title(suptitle, fontsize=12)
     return fig
 
-
-def image_grid_figure(
-    images: Sequence[np.ndarray],
-    titles: Sequence[str],
-    *,
-    title_colors: Sequence[str] | None = None,
-    ncols: int = 8,
-    cmap: str | None = None,
-    suptitle: str = "",
-) -> Any:
-    """A grid of images ([H, W] each on its own range, or [H, W, 3] in [0, 1] / uint8) with a
-    title (and colour) each."""
-    return tiled_figure(images, titles, ncols=ncols, title_colors=title_colors, cmap=cmap, suptitle=suptitle)

@@ -11,14 +11,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from nnjax.plots.common import pyplot, tiled_figure
 
 
 def filters_figure(kernel: np.ndarray, *, ncols: int = 8, title: str = "") -> Any:
@@ -27,8 +20,6 @@ def filters_figure(kernel: np.ndarray, *, ncols: int = 8, title: str = "") -> An
     Each filter is drawn in gray on its own scale (black = most negative weight, white = most
     positive), the way the thesis shows them.
     """
-    from nnjax.plots.common import tiled_figure
-
     kernel = np.asarray(kernel)
     if kernel.ndim != 4 or kernel.shape[2] != 1:
         raise ValueError(f"expected a first-layer kernel [kh, kw, 1, C], got shape {kernel.shape}")
@@ -40,7 +31,7 @@ def filters_figure(kernel: np.ndarray, *, ncols: int = 8, title: str = "") -> An
 
 def digit_figure(image: np.ndarray, title: str = "") -> Any:
     """One digit ``[28, 28]`` (figure 4.2.2), gray, ink white on black as MNIST stores it."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(3, 3))
     ax.imshow(np.asarray(image).squeeze(), cmap="gray", interpolation="nearest")
     ax.axis("off")
@@ -58,8 +49,6 @@ def feature_maps_figure(maps: np.ndarray, *, scale: str = "own", ncols: int = 8,
         on one diverging scale symmetric around 0, with a colour bar (figure 4.2.4), so the
         sign and the relative strength of the responses can be compared across filters.
     """
-    from nnjax.plots.common import tiled_figure
-
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise ValueError(f"expected feature maps [H, W, C], got shape {maps.shape}")
@@ -87,7 +76,7 @@ def training_figure(
       effective_step: name -> ``(steps, |K|)`` (e.g. median and mean of ``|K|`` over all
         parameters), drawn on a log scale.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     top.plot(np.asarray(loss[0]), np.asarray(loss[1]), linewidth=1.2)
     top.set_ylabel("loss")
@@ -108,16 +97,14 @@ def training_figure(
 
 def errors_figure(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, *, limit: int = 32) -> Any:
     """Up to ``limit`` misclassified digits, titled ``true -> predicted``."""
-    from nnjax.plots.common import image_grid_figure
-
     wrong = np.flatnonzero(np.asarray(labels) != np.asarray(predictions))[:limit]
     if len(wrong) == 0:
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(3, 1))
         ax.axis("off")
         ax.text(0.5, 0.5, "no misclassified digits", ha="center", va="center")
         return fig
-    return image_grid_figure(
+    return tiled_figure(
         [np.asarray(images[i]).squeeze() for i in wrong],
         [f"{int(labels[i])} -> {int(predictions[i])}" for i in wrong],
         title_colors=["crimson"] * len(wrong),

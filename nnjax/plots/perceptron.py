@@ -21,11 +21,11 @@ def decision_line_animation(
     ``points`` [N, 2] in [0, 10]², ``labels`` [N] in {-1, 1}, ``lines[i]`` the (slope,
     intercept) after ``epochs[i]`` epochs. Returns the GIF path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
+
+    from nnjax.plots.common import pyplot
+
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 5))
     above = labels > 0

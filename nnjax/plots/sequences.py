@@ -10,14 +10,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from nnjax.plots.common import pyplot
 
 
 def price_series_figure(
@@ -29,7 +22,7 @@ def price_series_figure(
     index (what a trader would know at that time). ``test_start`` (an index into
     ``smoothed``) shades the test period.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.8))
     t_raw = np.arange(len(raw))
     t_smooth = np.arange(len(smoothed)) + smooth - 1
@@ -58,7 +51,7 @@ def forecast_figure(
     ``predictions`` maps a label (``"LSTM (RMSE 0.12)"``) to ``[N]`` prices; ``baseline`` is
     the persistence forecast, drawn in the error panel for comparison.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(8, 5.6), sharex=True, gridspec_kw={"height_ratios": [2.2, 1]}
     )
