@@ -12,6 +12,7 @@ from conftest import assert_close_scaled
 from nnjax.errors import NnjaxError
 from nnjax.models.mobilenet_v2 import MobileNetV2, architecture, conv_padding, group_names
 from nnjax.nn.depthwise import depthwise_conv2d, depthwise_conv2d_xla
+from nnjax.nn.pointwise import pointwise_conv
 from nnjax.train.freeze import count_params, partition, path_mask
 from nnjax.train.state import create_train_state
 from nnjax.train.step import make_train_step
@@ -42,10 +43,31 @@ def test_depthwise_matches_grouped_convolution_and_its_gradients(shape, stride, 
     assert ours.shape == ref.shape
     assert_close_scaled(ours, ref)  # outputs reach ~11, where a fixed atol of 1e-5 is only ~10 float32 ulps
     g = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
-    grads = jax.grad(lambda a, b: (depthwise_conv2d(a, b, (stride, stride), padding) * g).sum(), (0, 1))(x, k)
+    primal, pullback = jax.vjp(lambda a, b: depthwise_conv2d(a, b, (stride, stride), padding), x, k)
+    assert_close_scaled(primal, ref)  # the forward under differentiation pads the input once instead
+    grads = pullback(g)
     ref_grads = jax.grad(
         lambda a, b: (depthwise_conv2d_xla(a, b, (stride, stride), padding) * g).sum(), (0, 1)
     )(x, k)
+    for a, b in zip(grads, ref_grads, strict=True):  # the kernel gradient sums every pixel of the batch
+        assert_close_scaled(a, b)
+
+
+@pytest.mark.parametrize("shape,features", [((2, 5, 4, 6), 3), ((3, 7, 7, 16), 24)])
+def test_pointwise_matches_the_1x1_convolution_and_its_gradients(shape, features):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(1, 1, shape[-1], features)), jnp.float32)
+
+    def reference(a, b):
+        return jax.lax.conv_general_dilated(a, b, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    g = jnp.asarray(rng.normal(size=(*shape[:3], features)), jnp.float32)
+    out, pullback = jax.vjp(pointwise_conv, x, k)
+    ref_out, ref_pullback = jax.vjp(reference, x, k)
+    assert_close_scaled(out, ref_out)
+    grads, ref_grads = pullback(g), ref_pullback(g)
+    assert grads[1].shape == k.shape
     for a, b in zip(grads, ref_grads, strict=True):  # the kernel gradient sums every pixel of the batch
         assert_close_scaled(a, b)
 

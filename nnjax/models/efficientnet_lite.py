@@ -45,9 +45,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nnjax.models.mobilenet_v2 import Pointwise, make_divisible, relu6
+from nnjax.models.mobilenet_v2 import make_divisible, relu6
 from nnjax.models.mobilenet_weights import Preprocessing
 from nnjax.nn.depthwise import DepthwiseConv, resolve_padding
+from nnjax.nn.pointwise import Pointwise
 
 #: The TF-Lite EfficientNet-Lite input normalisation ``(x - 127) / 128`` on RGB in [0, 255]
 #: (``MEAN_RGB`` / ``STDDEV_RGB`` of TensorFlow's ``efficientnet_lite_builder``). The PyTorch

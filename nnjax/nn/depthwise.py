@@ -103,7 +103,12 @@ def _depthwise(x, taps, strides, pads):
 
 
 def _depthwise_fwd(x, taps, strides, pads):
-    return _taps_forward(x, taps, strides, pads), (x, taps)
+    # Under differentiation the output has several consumers (the next layer, BatchNorm's and the
+    # activation's backward). With one zero pad per tap, XLA wrote each tap's padded term to memory
+    # and summed the nine again inside every consumer; slices of the input padded once fuse into
+    # each consumer's loop (MobileNetV2 step with everything trainable, batch 32: 3.7 -> 2.8 s).
+    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    return _taps_forward(padded, taps, strides, ((0, 0), (0, 0))), (x, taps)
 
 
 def _depthwise_bwd(strides, pads, residuals, g):
