@@ -47,6 +47,8 @@ import jax.numpy as jnp
 
 from nnjax.models.mobilenet_v2 import make_divisible, relu6
 from nnjax.models.mobilenet_weights import Preprocessing
+from nnjax.nn.batch_norm import conv_batch_norm
+from nnjax.nn.conv import StridedConv
 from nnjax.nn.depthwise import DepthwiseConv, resolve_padding
 from nnjax.nn.pointwise import Pointwise
 
@@ -146,8 +148,10 @@ def boundary_channels(variant: str = "lite0") -> tuple[int, ...]:
     return (3, STEM_CHANNELS, *(b.filters for b in blocks(variant)), HEAD_CHANNELS)
 
 
-def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+def _conv_bn(conv: nn.Module, x: jax.Array, features: int, train: bool, name: str) -> jax.Array:
+    """``conv`` then the BatchNorm ``name`` (folded into the kernel with running statistics)."""
+    return conv_batch_norm(conv, x, features=features, train=train, name=name, momentum=BN_MOMENTUM,
+                           epsilon=BN_EPSILON)
 
 
 class Stem(nn.Module):
@@ -159,8 +163,8 @@ class Stem(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         pad = resolve_padding("SAME", x.shape[1:3], (3, 3), (2, 2))
-        x = nn.Conv(self.features, (3, 3), strides=2, padding=pad, use_bias=False, name="conv")(x)
-        return relu6(_batch_norm(train, "bn")(x))
+        conv = StridedConv(self.features, (3, 3), (2, 2), tuple(pad), name="conv")
+        return relu6(_conv_bn(conv, x, self.features, train, "bn"))
 
 
 class MBConv(nn.Module):
@@ -182,14 +186,14 @@ class MBConv(nn.Module):
         in_channels = x.shape[-1]
         h = x
         if spec.expansion != 1:
-            h = Pointwise(in_channels * spec.expansion, self.pointwise_impl, name="expand")(h)
-            h = relu6(_batch_norm(train, "expand_bn")(h))
-        h = DepthwiseConv(
+            wide = in_channels * spec.expansion
+            h = relu6(_conv_bn(Pointwise(wide, self.pointwise_impl, name="expand"), h, wide, train, "expand_bn"))
+        depthwise = DepthwiseConv(
             (spec.kernel, spec.kernel), (spec.stride, spec.stride), "SAME", impl=self.depthwise_impl, name="depthwise"
-        )(h)
-        h = relu6(_batch_norm(train, "depthwise_bn")(h))
-        h = Pointwise(spec.filters, self.pointwise_impl, name="project")(h)
-        h = _batch_norm(train, "project_bn")(h)
+        )
+        h = relu6(_conv_bn(depthwise, h, h.shape[-1], train, "depthwise_bn"))
+        h = _conv_bn(Pointwise(spec.filters, self.pointwise_impl, name="project"), h, spec.filters, train,
+                     "project_bn")
         if spec.stride == 1 and in_channels == spec.filters:
             # drop the whole residual branch per example (mask [B, 1, 1, 1]), scaled by 1 / keep
             h = nn.Dropout(self.drop_connect_rate, broadcast_dims=(1, 2, 3), deterministic=not train)(h)
@@ -205,8 +209,8 @@ class Head(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = Pointwise(self.features, self.pointwise_impl, name="conv")(x)
-        return relu6(_batch_norm(train, "bn")(x))
+        conv = Pointwise(self.features, self.pointwise_impl, name="conv")
+        return relu6(_conv_bn(conv, x, self.features, train, "bn"))
 
 
 class EfficientNetLite(nn.Module):

@@ -30,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nnjax.nn.batch_norm import conv_batch_norm
+from nnjax.nn.conv import StridedConv
 from nnjax.nn.depthwise import DepthwiseConv
 from nnjax.nn.pointwise import Pointwise
 
@@ -134,20 +136,12 @@ class ConvBN(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         spec = _origin_spec(self.origin)
         if self.kernel == 1 and self.stride == 1:
-            x = Pointwise(self.features, self.pointwise_impl, name="conv")(x)
+            conv = Pointwise(self.features, self.pointwise_impl, name="conv")
         else:
-            pad = [conv_padding(self.origin, n, self.kernel, self.stride) for n in x.shape[1:3]]
-            x = nn.Conv(
-                self.features,
-                (self.kernel, self.kernel),
-                strides=self.stride,
-                padding=pad,
-                use_bias=False,
-                name="conv",
-            )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train, momentum=spec.bn_momentum, epsilon=spec.bn_epsilon, name="bn"
-        )(x)
+            pad = tuple(conv_padding(self.origin, n, self.kernel, self.stride) for n in x.shape[1:3])
+            conv = StridedConv(self.features, (self.kernel, self.kernel), (self.stride, self.stride), pad, name="conv")
+        x = conv_batch_norm(conv, x, features=self.features, train=train, name="bn", momentum=spec.bn_momentum,
+                            epsilon=spec.bn_epsilon)
         return relu6(x) if self.activation else x
 
 
@@ -165,23 +159,19 @@ class InvertedResidual(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         spec = _origin_spec(self.origin)
 
-        def bn(name: str):
-            return nn.BatchNorm(
-                use_running_average=not train, momentum=spec.bn_momentum, epsilon=spec.bn_epsilon, name=name
-            )
+        def bn(conv: nn.Module, h: jax.Array, features: int, name: str) -> jax.Array:
+            return conv_batch_norm(conv, h, features=features, train=train, name=name, momentum=spec.bn_momentum,
+                                   epsilon=spec.bn_epsilon)
 
         in_channels = x.shape[-1]
         h = x
         if self.expansion != 1:
-            h = Pointwise(in_channels * self.expansion, self.pointwise_impl, name="expand")(h)
-            h = relu6(bn("expand_bn")(h))
+            wide = in_channels * self.expansion
+            h = relu6(bn(Pointwise(wide, self.pointwise_impl, name="expand"), h, wide, "expand_bn"))
         pad = [conv_padding(self.origin, n, 3, self.stride) for n in h.shape[1:3]]
-        h = DepthwiseConv(
-            (3, 3), (self.stride, self.stride), pad, impl=self.depthwise_impl, name="depthwise"
-        )(h)
-        h = relu6(bn("depthwise_bn")(h))
-        h = Pointwise(self.filters, self.pointwise_impl, name="project")(h)
-        h = bn("project_bn")(h)
+        depthwise = DepthwiseConv((3, 3), (self.stride, self.stride), pad, impl=self.depthwise_impl, name="depthwise")
+        h = relu6(bn(depthwise, h, h.shape[-1], "depthwise_bn"))
+        h = bn(Pointwise(self.filters, self.pointwise_impl, name="project"), h, self.filters, "project_bn")
         if self.stride == 1 and in_channels == self.filters:
             h = h + x
         return h

@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nnjax.nn.batch_norm import scaled_kernel
+
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 IMPLS = ("xla", "fast", "auto")
 #: a convolution with at most this many output channels uses the matrix-product forward and
@@ -210,3 +212,24 @@ class Conv2D(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(x.dtype)
         return y
+
+
+class StridedConv(nn.Module):
+    """``lax.conv_general_dilated`` with strides and explicit padding, no bias, the parameter layout
+    of ``flax.linen.Conv`` (``kernel [kh, kw, Cin, features]``, lecun-normal): the image stems of
+    MobileNetV2 and EfficientNet-Lite. ``__call__(x [B, H, W, Cin], out_scale=None)``; ``out_scale
+    [features]`` multiplies the kernel's output channels (a folded BatchNorm,
+    :mod:`nnjax.nn.batch_norm`).
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[tuple[int, int], tuple[int, int]]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, out_scale: jax.Array | None = None) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
+        return lax.conv_general_dilated(x, scaled_kernel(kernel, out_scale, x.dtype), self.strides,
+                                        tuple(self.padding), dimension_numbers=DIMENSION_NUMBERS)

@@ -300,9 +300,13 @@ class DepthwiseConv(nn.Module):
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, out_scale: jax.Array | None = None) -> jax.Array:
+        """``x [B, H, W, C]`` -> ``[B, H', W', C]``; ``out_scale [C]`` multiplies each channel's taps
+        (a folded BatchNorm, :mod:`nnjax.nn.batch_norm`)."""
         channels = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, 1, channels), jnp.float32)
+        if out_scale is not None:
+            kernel = kernel * out_scale
         if self.impl == "shifted":
             return depthwise_conv2d(x, kernel, self.strides, self.padding)
         if self.impl == "xla":

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nnjax.nn.batch_norm import scaled_kernel
+
 
 def _conv_1x1(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -57,12 +59,15 @@ class Pointwise(nn.Module):
     impl: str = "conv"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, out_scale: jax.Array | None = None) -> jax.Array:
+        """``x [B, H, W, C_in]`` -> ``[B, H, W, features]``; ``out_scale [features]`` multiplies the
+        kernel's output channels (a folded BatchNorm, :mod:`nnjax.nn.batch_norm`)."""
         kernel = self.param(
             "kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features), jnp.float32
         )
+        kernel = scaled_kernel(kernel, out_scale, x.dtype)
         if self.impl == "conv":
-            return pointwise_conv(x, kernel.astype(x.dtype))
+            return pointwise_conv(x, kernel)
         if self.impl == "dot":
-            return jnp.einsum("bhwc,cd->bhwd", x, kernel[0, 0].astype(x.dtype))
+            return jnp.einsum("bhwc,cd->bhwd", x, kernel[0, 0])
         raise ValueError(f"pointwise impl must be 'conv' or 'dot', got {self.impl!r}")
