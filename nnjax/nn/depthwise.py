@@ -97,28 +97,37 @@ def _taps_forward(
     return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _depthwise(x, taps, strides, pads):
-    return _taps_forward(x, taps, strides, pads)
+_NO_PADS = ((0, 0), (0, 0))
 
 
-def _depthwise_fwd(x, taps, strides, pads):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _depthwise(x, taps, scale, strides, pads):
+    """The shifted sum times ``scale [C]`` (a folded BatchNorm's multiplier, or ones). Scaling the
+    output rather than the taps: taps times a scale inside XLA's fused loop made it 3x slower."""
+    return _taps_forward(x, taps, strides, pads) * scale
+
+
+def _depthwise_fwd(x, taps, scale, strides, pads):
     # Under differentiation the output has several consumers (the next layer, BatchNorm's and the
     # activation's backward). With one zero pad per tap, XLA wrote each tap's padded term to memory
     # and summed the nine again inside every consumer; slices of the input padded once fuse into
     # each consumer's loop (MobileNetV2 step with everything trainable, batch 32: 3.7 -> 2.8 s).
+    # The padded input is a buffer then, and the kernel gradient reads it (saving ``x`` instead made
+    # XLA write one more copy of it per layer, chunked for the gradient's loop).
     padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    return _taps_forward(padded, taps, strides, ((0, 0), (0, 0))), (x, taps)
+    return _taps_forward(padded, taps, strides, _NO_PADS) * scale, (padded, taps, scale)
 
 
 def _depthwise_bwd(strides, pads, residuals, g):
     """Input gradient: for stride 1 the same shifted sum over the cotangent with the flipped
     kernel, for larger strides one such sum per input phase (:func:`_strided_input_gradient`).
     Kernel gradient: :func:`_tap_gradients`. (Letting XLA transpose the pads and slices itself
-    made a fine-tuning step of blocks 14-16 1.7x slower on CPU.)"""
-    x, taps = residuals
+    made a fine-tuning step of blocks 14-16 1.7x slower on CPU.) Everything is per channel, so the
+    output's ``scale`` multiplies the input gradient and the tap gradients, and the scale's own
+    gradient is the tap gradients' dot with the taps: no pass over the activations for it."""
+    padded, taps, scale = residuals
     kh, kw = taps.shape[:2]
-    height, width = x.shape[1:3]
+    height, width = (n - before - after for n, (before, after) in zip(padded.shape[1:3], pads, strict=True))
     if tuple(strides) == (1, 1):
         grad_pads = []
         for size, out_size, k, (before, _after) in zip((height, width), g.shape[1:3], (kh, kw), pads, strict=True):
@@ -127,7 +136,9 @@ def _depthwise_bwd(strides, pads, residuals, g):
         dx = _taps_forward(g, taps[::-1, ::-1], (1, 1), tuple(grad_pads))
     else:
         dx = _strided_input_gradient(g, taps, (height, width), strides, pads)
-    return dx, _tap_gradients(x, g, (kh, kw), strides, pads).astype(taps.dtype)
+    tap_grads = _tap_gradients(padded, g, (kh, kw), strides, _NO_PADS)
+    dscale = jnp.sum(tap_grads * taps, axis=(0, 1))
+    return dx * scale, (tap_grads * scale).astype(taps.dtype), dscale.astype(scale.dtype)
 
 
 def _strided_input_gradient(g: jax.Array, taps: jax.Array, size: tuple[int, int], strides: tuple[int, int],
@@ -214,11 +225,13 @@ def _tap_gradients(x: jax.Array, g: jax.Array, kernel: tuple[int, int], strides:
     if batch <= chunk:
         return taps_of(x, g).reshape(kh, kw, channels)
 
-    def step(total: jax.Array, pair: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-        return total + taps_of(*pair), None
+    def step(index: jax.Array, total: jax.Array) -> jax.Array:
+        # slices of the whole buffers, not a scan over reshaped ones: the reshape made XLA write
+        # another copy of the (padded) input per layer
+        first = index * chunk
+        return total + taps_of(lax.dynamic_slice_in_dim(x, first, chunk), lax.dynamic_slice_in_dim(g, first, chunk))
 
-    pairs = (x.reshape(batch // chunk, chunk, *x.shape[1:]), g.reshape(batch // chunk, chunk, *g.shape[1:]))
-    total, _ = lax.scan(step, jnp.zeros((kh * kw, channels), g.dtype), pairs)
+    total = lax.fori_loop(0, batch // chunk, step, jnp.zeros((kh * kw, channels), g.dtype))
     return total.reshape(kh, kw, channels)
 
 
@@ -230,6 +243,7 @@ def depthwise_conv2d(
     kernel: jax.Array,
     strides: Sequence[int] = (1, 1),
     padding: Padding = "SAME",
+    out_scale: jax.Array | None = None,
 ) -> jax.Array:
     """Depthwise convolution (depth multiplier 1) as ``kh * kw`` shifted multiply-adds.
 
@@ -243,10 +257,11 @@ def depthwise_conv2d(
       kernel: ``[kh, kw, 1, C]`` or ``[kh, kw, C]``.
       strides: ``(sh, sw)``.
       padding: 'SAME' (TensorFlow convention), 'VALID', or ``((top, bottom), (left, right))``.
+      out_scale: ``[C]`` multiplying each output channel (a folded BatchNorm), or None.
 
     Returns:
       ``[B, Ho, Wo, C]`` equal (up to float summation order) to
-      ``lax.conv_general_dilated`` with ``feature_group_count=C``.
+      ``lax.conv_general_dilated`` with ``feature_group_count=C`` (times ``out_scale``).
     """
     if x.ndim != 4:
         raise ValueError(f"depthwise_conv2d expects NHWC input, got shape {x.shape}")
@@ -257,7 +272,8 @@ def depthwise_conv2d(
     taps = kernel.reshape(kh, kw, channels).astype(x.dtype)
     sh, sw = (int(s) for s in strides)
     pads = resolve_padding(padding, x.shape[1:3], (kh, kw), (sh, sw))
-    return _depthwise(x, taps, (sh, sw), pads)
+    scale = jnp.ones((channels,), x.dtype) if out_scale is None else out_scale.astype(x.dtype)
+    return _depthwise(x, taps, scale, (sh, sw), pads)
 
 
 def depthwise_conv2d_xla(
@@ -305,10 +321,9 @@ class DepthwiseConv(nn.Module):
         (a folded BatchNorm, :mod:`nnjax.nn.batch_norm`)."""
         channels = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, 1, channels), jnp.float32)
-        if out_scale is not None:
-            kernel = kernel * out_scale
         if self.impl == "shifted":
-            return depthwise_conv2d(x, kernel, self.strides, self.padding)
+            return depthwise_conv2d(x, kernel, self.strides, self.padding, out_scale)
         if self.impl == "xla":
-            return depthwise_conv2d_xla(x, kernel, self.strides, self.padding)
+            y = depthwise_conv2d_xla(x, kernel, self.strides, self.padding)
+            return y if out_scale is None else y * out_scale.astype(y.dtype)
         raise ValueError(f"impl must be 'shifted' or 'xla', got {self.impl!r}")
