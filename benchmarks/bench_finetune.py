@@ -35,6 +35,38 @@ bandwidth ~5 GB/s; PyTorch eager 850-1,150 ms in the same processes):
    dots 1,436); YNNPACK for every dot and elementwise fusion (``+dot,+eltwise``) 2,357. Not adopted:
    XLA flags are per process, and dots to Eigen made the MLP step at batch 32 slower (0.89 ->
    1.02 ms) while batch 512 got faster (4.64 -> 3.68 ms).
+4. Also tried on the whole step, same processes as a baseline: the query, key and value
+   projections as one product with a [384, 1152] kernel: 1,771 ms against 1,614 (slower); the
+   attention's einsums on [B, T, heads, d] without the explicit head transposes: 1,400-1,486
+   against 1,449-1,482 (no change). Neither kept.
+
+NOTES: the MobileNetV2 steps (same machine, 2026-12-01). The step with everything trainable took
+6.9 s (0.40x PyTorch eager). Its profile: 3.3 s in ``transpose_copy`` fusions, the 1x1
+convolutions' kernel gradient as autodiff writes it (a convolution whose window covers the whole
+image, batch and channels swapped: XLA transposes the layer input and fuses the depthwise taps,
+BatchNorm and ReLU6 that produced it into that transposing loop). Changes, each measured on the
+whole step (one process per variant, medians of 6):
+
+1. ``nnjax/nn/pointwise.py``: a custom VJP whose kernel gradient is
+   ``x.reshape(-1, C_in).T @ g.reshape(-1, C_out)``: 6.9 -> 3.7 s (in isolation at
+   [32, 56, 56, 144] -> 24: 62 -> 12 ms).
+2. The depthwise forward under differentiation pads its input once: with one pad per tap, XLA
+   wrote the nine padded terms to memory and summed them again in each of the output's four
+   consumers: 3.7 -> 2.8 s. (``lax.optimization_barrier`` on the output instead: no effect, XLA:CPU
+   removes barriers before fusion.)
+3. BatchNorm with running statistics (every fine-tuning step) folded into the convolutions
+   (``nnjax/nn/batch_norm.py``): 2.8 -> 2.0 s. Folded into the depthwise taps, the fused tap loop
+   ran 3x slower (the top-3 step 389 -> 962 ms), so the depthwise output is scaled instead and the
+   scale's gradient comes from the tap gradients.
+4. The kernel gradient reads the padded input the forward saved, through slices of the whole
+   buffer in a ``fori_loop`` (a ``scan`` over its reshape made XLA write one more copy per layer):
+   2.0 -> 1.84 s.
+
+Tried for the depthwise kernel gradient alone (batch 32, current 90-124 ms at 112 x 112 x 32):
+one variadic reduce of the nine taps 124-240 ms, reductions in two stages 130-250, a product
+with a ones vector 351, slices of the cotangent instead of padded taps 146-373: none kept. One
+product-reduce of two whole [32, 112, 112, 32] arrays takes 5-6 ms (a YNNPACK fusion), but any
+slice of an operand makes XLA copy it first, and the nine taps are slices.
 """
 
 from __future__ import annotations
