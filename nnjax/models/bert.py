@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from nnjax.errors import NnjaxError
+from nnjax.nn.dense import Dense
 
 HEAD_TYPES = ("distilbert", "bert")
 POOLINGS = ("cls", "mean")
@@ -163,8 +164,8 @@ class EncoderConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def _dense(features: int, config: EncoderConfig, name: str) -> nn.Dense:
-    return nn.Dense(features, kernel_init=nn.initializers.normal(config.initializer_range), name=name)
+def _dense(features: int, config: EncoderConfig, name: str) -> Dense:
+    return Dense(features, kernel_init=nn.initializers.normal(config.initializer_range), name=name)
 
 
 def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
