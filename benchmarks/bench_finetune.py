@@ -39,6 +39,12 @@ bandwidth ~5 GB/s; PyTorch eager 850-1,150 ms in the same processes):
    projections as one product with a [384, 1152] kernel: 1,771 ms against 1,614 (slower); the
    attention's einsums on [B, T, heads, d] without the explicit head transposes: 1,400-1,486
    against 1,449-1,482 (no change). Neither kept.
+5. Kept: the encoder's dense layers through ``nnjax/nn/dense.py``, a custom VJP whose kernel
+   gradient is one 2-D product. Autodiff's ``dot_general`` over the [B, T] axes made XLA write
+   each activation transposed ([384, 4096], [1536, 4096]) with its producer (dropout, GELU)
+   fused into the transposing loop, ~100 ms of ``copy_bitcast`` fusions per step. Alone at
+   [64, 64, 384] @ [384, 1536] the kernel gradient took 52.6 -> 25.9 ms; the whole step 1,414-1,444
+   -> 1,235-1,242 ms (same session, alternating).
 
 NOTES: the MobileNetV2 steps (same machine, 2026-12-01). The step with everything trainable took
 6.9 s (0.40x PyTorch eager). Its profile: 3.3 s in ``transpose_copy`` fusions, the 1x1
