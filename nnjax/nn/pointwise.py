@@ -11,6 +11,8 @@ took about half of the step. The custom VJP below computes the kernel gradient a
 input gradient as the 1x1 convolution of the cotangent with the transposed kernel.
 
 Layout NHWC; the kernel is ``[1, 1, C_in, C_out]`` (the layout of ``nn.Conv``).
+Like every ``jax.custom_vjp`` it has reverse-mode derivatives only (``jax.grad``, ``jax.vjp``);
+``jax.jvp`` through it raises.
 """
 
 from __future__ import annotations
