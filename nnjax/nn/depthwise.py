@@ -317,8 +317,8 @@ class DepthwiseConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, out_scale: jax.Array | None = None) -> jax.Array:
-        """``x [B, H, W, C]`` -> ``[B, H', W', C]``; ``out_scale [C]`` multiplies each channel's taps
-        (a folded BatchNorm, :mod:`nnjax.nn.batch_norm`)."""
+        """``x [B, H, W, C]`` -> ``[B, H', W', C]``; ``out_scale [C]`` multiplies each output channel
+        (a folded BatchNorm, :mod:`nnjax.nn.batch_norm`; the output, not the taps, see ``_depthwise``)."""
         channels = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, 1, channels), jnp.float32)
         if self.impl == "shifted":

@@ -23,10 +23,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from nnjax.nn.batch_norm import scaled_kernel
+from nnjax.nn.conv import DIMENSION_NUMBERS
 
 
 def _conv_1x1(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=DIMENSION_NUMBERS)
 
 
 @jax.custom_vjp
