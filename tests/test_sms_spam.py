@@ -15,7 +15,9 @@ from nnjax.data.paths import sha256_of
 from nnjax.data.text import (
     BucketLoader,
     apply_buckets,
+    batch_rows,
     bucket_bounds,
+    inference_bounds,
     make_buckets,
     rebucket,
     subset_buckets,
@@ -121,6 +123,36 @@ def test_buckets_pad_to_the_ladder_and_round_trip():
     np.testing.assert_array_equal(unbucket([b.arrays["attention_mask"].sum(1) for b in coarse], coarse, 8), lengths)
     with pytest.raises(NnjaxError, match="exceeds the largest bucket"):
         make_buckets(_sequences([300]), bucket_bounds(256))
+
+
+def _inference_cost(buckets, bounds, token_budget, compile_tokens):
+    """Padded tokens plus ``compile_tokens`` per shape of one pass over ``rebucket(buckets, bounds)``."""
+    total = 0
+    for b in rebucket(buckets, bounds):
+        rows = batch_rows(b.length, len(b), token_budget)
+        total += -(-len(b) // rows) * rows * b.length + compile_tokens
+    return total
+
+
+def test_inference_merges_buckets_where_a_compile_costs_more_than_the_padding():
+    import itertools
+
+    lengths = [16] * 161 + [24] * 77 + [32] * 31 + [40] * 39 + [48] * 46 + [64] * 40 + [96] * 5 + [128]
+    few = make_buckets(_sequences(lengths), bucket_bounds(128), extras={"label": np.arange(len(lengths))})
+    bounds = inference_bounds(few, 8192)
+    assert len(bounds) < len(few) // 2 and bounds[-1] == 128  # 400 texts over 8 lengths: a few shapes
+    # Exactly the cheapest choice: every subset of the lengths that keeps the longest one.
+    candidates = [(*c, 128) for r in range(len(few)) for c in itertools.combinations([b.length for b in few[:-1]], r)]
+    cheapest = min(_inference_cost(few, c, 8192, 6000) for c in candidates)
+    assert _inference_cost(few, bounds, 8192, 6000) == cheapest
+    # Many texts keep their own lengths (the padding would cost more than the compiles) ...
+    many = make_buckets(_sequences([16] * 5000 + [64] * 5000), bucket_bounds(64))
+    assert inference_bounds(many, 8192) == (16, 64)
+    # ... and a pass over the merged buckets gives every example its own result, in order.
+    outputs = apply_buckets(lambda batch: batch["attention_mask"].sum(1) * 1000 + batch["label"],
+                            merged := rebucket(few, bounds), token_budget=8192, keys=("attention_mask", "label"))
+    np.testing.assert_array_equal(unbucket(outputs, merged, len(lengths)),
+                                  np.array(lengths) * 1000 + np.arange(len(lengths)))
 
 
 def test_bucket_loader_static_shapes_and_seeded_epochs():

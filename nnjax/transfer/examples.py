@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 
 from nnjax.data.batching import ArrayLoader, map_batches
-from nnjax.data.text import Bucket, BucketLoader, apply_buckets, bucket_bounds, rebucket, subset_buckets, unbucket
+from nnjax.data.text import (
+    Bucket,
+    BucketLoader,
+    apply_buckets,
+    bucket_bounds,
+    inference_bounds,
+    rebucket,
+    subset_buckets,
+    unbucket,
+)
 
 #: coarse lengths of text training batches (each shape compiles a forward and a backward pass)
 TRAIN_LADDER = (32, 64, 128, 256, 512)
@@ -76,15 +85,22 @@ class BucketExamples:
     def map(self, fn: Callable[[dict], Any], token_budget: int = 8192) -> Any:
         """``fn(batch)`` over every bucket (about ``token_budget`` tokens per batch), back in the examples'
         order: an array ``[N, ...]`` or a dict of them; hidden states (``{"hidden", ...}``) stay in their
-        buckets as new :class:`BucketExamples`."""
-        outputs = apply_buckets(fn, self.buckets, token_budget=token_budget, keys=self.keys)
+        buckets as new :class:`BucketExamples`, merged as this pass merged them.
+
+        Buckets are first merged where a compile would cost more than the padding
+        (:func:`~nnjax.data.text.inference_bounds`): a few hundred texts over eight lengths run in two or
+        three shapes.
+        """
+        nonempty = [b for b in self.buckets if len(b)]
+        buckets = rebucket(nonempty, inference_bounds(nonempty, token_budget))
+        outputs = apply_buckets(fn, buckets, token_budget=token_budget, keys=self.keys)
         if isinstance(outputs[0], dict) and "hidden" in outputs[0]:
             return BucketExamples([Bucket(b.length, b.index, {"hidden": out["hidden"],
                                                               "attention_mask": b.arrays["attention_mask"]})
-                                   for b, out in zip(self.buckets, outputs, strict=True)], self.labels)
+                                   for b, out in zip(buckets, outputs, strict=True)], self.labels)
         if isinstance(outputs[0], dict):
-            return {k: unbucket([out[k] for out in outputs], self.buckets, len(self)) for k in outputs[0]}
-        return unbucket(outputs, self.buckets, len(self))
+            return {k: unbucket([out[k] for out in outputs], buckets, len(self)) for k in outputs[0]}
+        return unbucket(outputs, buckets, len(self))
 
     def to_cache(self) -> dict[str, np.ndarray]:
         """Every bucket's arrays, positions and length, as flat ``"<bucket>/<name>"`` arrays."""
