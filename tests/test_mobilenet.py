@@ -36,19 +36,24 @@ from nnjax.transfer.heads import ClassifierHead
 )
 def test_depthwise_matches_grouped_convolution_and_its_gradients(shape, stride, padding):
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-    k = jnp.asarray(rng.normal(size=(3, 3, 1, shape[-1])), jnp.float32)
-    ours = depthwise_conv2d(x, k, (stride, stride), padding)
-    ref = depthwise_conv2d_xla(x, k, (stride, stride), padding)
+    x = rng.normal(size=shape).astype(np.float32)
+    k = rng.normal(size=(3, 3, 1, shape[-1])).astype(np.float32)
+    strides = (stride, stride)
+    out_shape = jax.eval_shape(lambda a, b: depthwise_conv2d_xla(a, b, strides, padding), x, k).shape
+    g = rng.normal(size=out_shape).astype(np.float32)
+
+    @jax.jit  # one program per case (each operation alone would compile on its own)
+    def compare(x, k, g):
+        ours = depthwise_conv2d(x, k, strides, padding)
+        ref = depthwise_conv2d_xla(x, k, strides, padding)
+        primal, pullback = jax.vjp(lambda a, b: depthwise_conv2d(a, b, strides, padding), x, k)
+        ref_grads = jax.grad(lambda a, b: (depthwise_conv2d_xla(a, b, strides, padding) * g).sum(), (0, 1))(x, k)
+        return ours, ref, primal, pullback(g), ref_grads
+
+    ours, ref, primal, grads, ref_grads = compare(x, k, g)
     assert ours.shape == ref.shape
     assert_close_scaled(ours, ref)  # outputs reach ~11, where a fixed atol of 1e-5 is only ~10 float32 ulps
-    g = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
-    primal, pullback = jax.vjp(lambda a, b: depthwise_conv2d(a, b, (stride, stride), padding), x, k)
     assert_close_scaled(primal, ref)  # the forward under differentiation pads the input once instead
-    grads = pullback(g)
-    ref_grads = jax.grad(
-        lambda a, b: (depthwise_conv2d_xla(a, b, (stride, stride), padding) * g).sum(), (0, 1)
-    )(x, k)
     for a, b in zip(grads, ref_grads, strict=True):  # the kernel gradient sums every pixel of the batch
         assert_close_scaled(a, b)
 
@@ -56,17 +61,20 @@ def test_depthwise_matches_grouped_convolution_and_its_gradients(shape, stride, 
 @pytest.mark.parametrize("shape,features", [((2, 5, 4, 6), 3), ((3, 7, 7, 16), 24)])
 def test_pointwise_matches_the_1x1_convolution_and_its_gradients(shape, features):
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-    k = jnp.asarray(rng.normal(size=(1, 1, shape[-1], features)), jnp.float32)
+    x = rng.normal(size=shape).astype(np.float32)
+    k = rng.normal(size=(1, 1, shape[-1], features)).astype(np.float32)
+    g = rng.normal(size=(*shape[:3], features)).astype(np.float32)
 
     def reference(a, b):
         return jax.lax.conv_general_dilated(a, b, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    g = jnp.asarray(rng.normal(size=(*shape[:3], features)), jnp.float32)
-    out, pullback = jax.vjp(pointwise_conv, x, k)
-    ref_out, ref_pullback = jax.vjp(reference, x, k)
+    @jax.jit
+    def compare(x, k, g):
+        (out, pullback), (ref_out, ref_pullback) = jax.vjp(pointwise_conv, x, k), jax.vjp(reference, x, k)
+        return out, ref_out, pullback(g), ref_pullback(g)
+
+    out, ref_out, grads, ref_grads = compare(x, k, g)
     assert_close_scaled(out, ref_out)
-    grads, ref_grads = pullback(g), ref_pullback(g)
     assert grads[1].shape == k.shape
     for a, b in zip(grads, ref_grads, strict=True):  # the kernel gradient sums every pixel of the batch
         assert_close_scaled(a, b)
