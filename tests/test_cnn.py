@@ -2,7 +2,6 @@
 PyTorch model, and the convolution implementations against ``lax.conv_general_dilated``."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_close_scaled
@@ -10,6 +9,7 @@ from conftest import assert_close_scaled
 from nnjax.models.cnn import StrongCNN, ThesisCNN, build_model, init_variables
 from nnjax.nn import conv as conv_lib
 from nnjax.train.freeze import count_params
+from nnjax.train.init import run_once
 
 THESIS_PARAMS = 320 + 64 + 9248 + 64 + 289 + 2 + 7850  # conv1, bn1, conv2, bn2, conv3, bn3, dense
 
@@ -27,7 +27,8 @@ def torch_thesis_model():
 
 
 def test_thesis_cnn_parameter_count_matches_pytorch(capsys):
-    variables = init_variables(ThesisCNN(), jax.random.PRNGKey(0))
+    # the shapes of init_variables' tree, traced without compiling or running it
+    variables = jax.eval_shape(lambda key: init_variables(ThesisCNN(), key), jax.random.PRNGKey(0))
     count = count_params(variables["params"])
     print(f"ThesisCNN trainable parameters: {count:,}")
     assert count == THESIS_PARAMS == 17837
@@ -38,20 +39,26 @@ def test_thesis_cnn_parameter_count_matches_pytorch(capsys):
 def test_shapes_and_first_layer():
     model = ThesisCNN()
     variables = init_variables(model, jax.random.PRNGKey(1))
-    x = jax.random.uniform(jax.random.PRNGKey(2), (5, 28, 28, 1))
-    assert model.apply(variables, x).shape == (5, 10)
-    logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    x = np.random.default_rng(2).random((5, 28, 28, 1), dtype=np.float32)
+
+    @jax.jit  # one program (each operation alone would compile on its own)
+    def run(variables, x):
+        return (model.apply(variables, x), model.apply(variables, x, train=True, mutable=["batch_stats"]),
+                model.apply(variables, x, method=ThesisCNN.first_layer))
+
+    eval_logits, (logits, updates), first = run(variables, x)
+    assert eval_logits.shape == (5, 10)
     assert logits.shape == (5, 10) and set(updates["batch_stats"]) == {"bn1", "bn2", "bn3"}
-    assert model.apply(variables, x, method=ThesisCNN.first_layer).shape == (5, 28, 28, 32)
+    assert first.shape == (5, 28, 28, 32)
     # PyTorch's default init: |w| <= 1/sqrt(fan_in) (fan_in = 9 for the first conv)
-    assert float(jnp.abs(variables["params"]["conv1"]["kernel"]).max()) <= 1 / 3 + 1e-6
+    assert float(np.abs(np.asarray(variables["params"]["conv1"]["kernel"])).max()) <= 1 / 3 + 1e-6
 
 
 def test_strong_cnn_shapes_and_dropout():
     model = build_model("strong")
-    variables = jax.jit(lambda key: init_variables(model, key))(jax.random.PRNGKey(0))
+    variables = init_variables(model, jax.random.PRNGKey(0))  # one program at -O1: 3-4x faster to compile than jit
     assert 350_000 < count_params(variables["params"]) < 420_000
-    x = jax.random.uniform(jax.random.PRNGKey(2), (4, 28, 28, 1))
+    x = np.random.default_rng(2).random((4, 28, 28, 1), dtype=np.float32)
 
     @jax.jit
     def train_logits(key):
@@ -91,8 +98,8 @@ def test_same_function_as_the_thesis_pytorch_model():
     # zeroed every ReLU after bn3, and the logits were the dense bias whatever the image)
     rng = np.random.default_rng(0)
     variables["batch_stats"] = {
-        name: {"mean": jnp.asarray(rng.normal(0, 0.1, stats["mean"].shape), jnp.float32),
-               "var": jnp.asarray(rng.uniform(0.5, 1.5, stats["var"].shape), jnp.float32)}
+        name: {"mean": rng.normal(0, 0.1, stats["mean"].shape).astype(np.float32),
+               "var": rng.uniform(0.5, 1.5, stats["var"].shape).astype(np.float32)}
         for name, stats in variables["batch_stats"].items()
     }
     torch_model = torch_thesis_model()
@@ -102,10 +109,11 @@ def test_same_function_as_the_thesis_pytorch_model():
     torch_model.eval()
     expected = torch_model(x_torch).detach().numpy()
     assert np.ptp(expected, axis=0).max() > 1e-4  # the image reaches the logits, not only the dense bias
+    eval_logits, (logits, updates) = jax.jit(  # one program for both modes
+        lambda v, x: (model.apply(v, x), model.apply(v, x, train=True, mutable=["batch_stats"])))(variables, x)
     # different kernels (PyTorch's oneDNN, XLA's) sum the 288-term convolutions in different orders
-    assert_close_scaled(model.apply(variables, x), expected, scale_atol=3e-5)
+    assert_close_scaled(eval_logits, expected, scale_atol=3e-5)
     torch_model.train()  # batch statistics
-    logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
     assert_close_scaled(logits, torch_model(x_torch).detach().numpy(), scale_atol=3e-5)
     # running mean follows PyTorch's momentum 0.1
     np.testing.assert_allclose(updates["batch_stats"]["bn1"]["mean"], torch_model[1].running_mean.numpy(),
@@ -114,18 +122,21 @@ def test_same_function_as_the_thesis_pytorch_model():
 
 @pytest.mark.parametrize("cin,cout,k", [(1, 8, 3), (8, 8, 3), (8, 1, 3), (6, 2, 5), (5, 3, 1)])
 def test_fast_conv_equals_lax_values_and_gradients(cin, cout, k):
-    keys = jax.random.split(jax.random.PRNGKey(cin * 10 + cout), 3)
-    x = jax.random.normal(keys[0], (3, 9, 7, cin))
-    w = jax.random.normal(keys[1], (k, k, cin, cout))
-    g = jax.random.normal(keys[2], (3, 9, 7, cout))
+    rng = np.random.default_rng(cin * 10 + cout)  # NumPy test data: no threefry program per shape
+    x = rng.normal(size=(3, 9, 7, cin)).astype(np.float32)
+    w = rng.normal(size=(k, k, cin, cout)).astype(np.float32)
+    g = rng.normal(size=(3, 9, 7, cout)).astype(np.float32)
     impl = "fast"
 
-    def vjp(fn):
-        y, back = jax.vjp(fn, x, w)
-        return (y, *back(g))
+    @jax.jit  # one program per case: the reference and the fast convolution, values and gradients
+    def both(x, w, g):
+        def vjp(fn):
+            y, back = jax.vjp(fn, x, w)
+            return (y, *back(g))
 
-    expected = vjp(conv_lib.conv_xla)
-    got = jax.jit(lambda: vjp(lambda a, b: conv_lib.conv2d(a, b, impl)))()
+        return vjp(conv_lib.conv_xla), vjp(lambda a, b: conv_lib.conv2d(a, b, impl))
+
+    expected, got = both(x, w, g)
     for e, o in zip(expected, got, strict=True):  # the weight gradient sums 3 x 9 x 7 = 189 products
         assert_close_scaled(o, e)
 
@@ -133,8 +144,11 @@ def test_fast_conv_equals_lax_values_and_gradients(cin, cout, k):
 def test_conv_module_matches_flax_conv_layout():
     import flax.linen as nn
 
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 3))
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype(np.float32)
     ours = conv_lib.Conv2D(4)
-    variables = ours.init(jax.random.PRNGKey(1), x)
     reference = nn.Conv(4, (3, 3), padding="SAME")
-    assert_close_scaled(ours.apply(variables, x), reference.apply(variables, x))
+
+    # the init as one program compiled at -O1, as init_variables does (a third of jit's compile time)
+    variables = run_once(lambda key: ours.init(key, x), jax.random.PRNGKey(1))
+    got, want = jax.jit(lambda v, x: (ours.apply(v, x), reference.apply(v, x)))(variables, x)
+    assert_close_scaled(got, want)

@@ -14,6 +14,7 @@ from nnjax.errors import NnjaxError
 from nnjax.models.mlp import MLP
 from nnjax.nn import losses as L
 from nnjax.nn.backprop import backprop, forward, make_backprop_loss
+from nnjax.train.init import run_once
 
 CASES = [  # (features, hidden activation, output activation, loss, integer labels?)
     ((1,), "relu", "tanh", "mse", False),
@@ -66,7 +67,7 @@ def test_backprop_equals_jax_grad_in_float64(features, activation, output_activa
     with jax.enable_x64(True):
         x, y, params = _problem(features, loss, integer_labels, jnp.float64)
         model = MLP(features, activation=activation, output_activation=output_activation)
-        weights = jnp.linspace(0.5, 1.5, x.shape[0]) / x.shape[0]
+        weights = np.linspace(0.5, 1.5, x.shape[0]) / x.shape[0]  # float64 NumPy: no small program
 
         def reference(p):
             return jnp.sum(weights * _reference_loss(model.apply(p, x), y, loss, output_activation))
@@ -108,12 +109,12 @@ def test_float32_agrees_to_relative_precision_and_default_is_the_batch_mean():
 def test_forward_keeps_z_and_a_and_matches_apply():
     model = MLP((5, 4, 2), activation="sigmoid", output_activation="softmax")
     x, _, params = _problem((5, 4, 2), "mse", False, jnp.float32, batch=6, n_in=3)
-    zs, acts = jax.jit(lambda p: forward(p, x, "sigmoid", "softmax"))(params)
+    (zs, acts), applied = jax.jit(lambda p: (forward(p, x, "sigmoid", "softmax"), model.apply(p, x)))(params)
     assert [z.shape for z in zs] == [(6, 5), (6, 4), (6, 2)]
     assert [a.shape for a in acts] == [(6, 3), (6, 5), (6, 4), (6, 2)]
     zs, acts = [np.asarray(z) for z in zs], [np.asarray(a) for a in acts]
     np.testing.assert_allclose(acts[1], 1 / (1 + np.exp(-zs[0])), rtol=1e-6)
-    np.testing.assert_allclose(acts[-1], jax.jit(model.apply)(params, x), rtol=1e-6)
+    np.testing.assert_allclose(acts[-1], applied, rtol=1e-6)
     inner = jax.tree.map(np.asarray, params["params"])
     # a matrix product: rtol alone fails wherever its terms cancel to near 0
     assert_close_scaled(zs[1], acts[1] @ inner["dense_1"]["kernel"] + inner["dense_1"]["bias"])
@@ -126,27 +127,34 @@ def test_custom_vjp_loss_makes_jax_grad_use_the_hand_backprop():
         params = variables["params"]
         mask = jnp.array([1.0] * 7 + [0.0] * 2)
         fn = make_backprop_loss("relu", None, "cross_entropy")
-        np.testing.assert_allclose(
-            fn(params, x, y), L.softmax_cross_entropy_int(model.apply({"params": params}, x), y), rtol=1e-12
-        )
 
         def masked_mean(loss):
             return lambda p: jnp.sum(loss(p) * mask) / mask.sum()
 
-        got = jax.jit(jax.grad(masked_mean(lambda p: fn(p, x, y))))(params)
-        reference = masked_mean(lambda p: L.softmax_cross_entropy_int(model.apply({"params": p}, x), y))
-        want = jax.jit(jax.grad(reference))(params)
+        def reference_loss(p):
+            return L.softmax_cross_entropy_int(model.apply({"params": p}, x), y)
+
+        @jax.jit  # one program: both losses and both gradients
+        def run(p):
+            return (fn(p, x, y), reference_loss(p), jax.grad(masked_mean(lambda q: fn(q, x, y)))(p),
+                    jax.grad(masked_mean(reference_loss))(p))
+
+        loss, reference, got, want = run(params)
+        np.testing.assert_allclose(loss, reference, rtol=1e-12)
         for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(g, w, atol=1e-12)
 
 
 def test_mlp_layout():
     model = MLP((3, 2))
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 5)))
+    # one program compiled at -O1 like nnjax's initialisers (about half of jit's compile time):
+    # the init, then the model on another batch size
+    variables, out = run_once(lambda key, x, y: (v := model.init(key, x), model.apply(v, y)),
+                              jax.random.PRNGKey(0), np.zeros((1, 5), np.float32), np.ones((7, 5), np.float32))
     shapes = jax.tree.map(jnp.shape, variables)
     assert shapes == {"params": {"dense_0": {"kernel": (5, 3), "bias": (3,)},
                                  "dense_1": {"kernel": (3, 2), "bias": (2,)}}}
-    assert model.apply(variables, jnp.ones((7, 5))).shape == (7, 2)
+    assert out.shape == (7, 2)
 
 
 def test_bad_configurations_are_one_clear_error():

@@ -78,44 +78,48 @@ def test_equal_to_optax_over_100_steps_on_a_nested_pytree(case):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         assert x.shape[0] == STEPS
         np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-6)
-    moved = max(float(jnp.max(jnp.abs(x[-1] - x[0]))) for x in jax.tree.leaves(a))
+    moved = max(float(np.max(np.abs(x[-1] - x[0]))) for x in map(np.asarray, jax.tree.leaves(a)))
     assert moved > 1e-2  # the parameters really travelled
 
 
 def test_first_adam_step_is_the_thesis_update_by_hand():
-    params = {"w": jnp.array([1.0, -2.0, 0.5])}
-    g = {"w": jnp.array([0.1, -3.0, 0.0])}
+    params = {"w": np.array([1.0, -2.0, 0.5], np.float32)}
+    g = {"w": np.array([0.1, -3.0, 0.0], np.float32)}  # the expected values below: float32 NumPy
     tx = optim.adam(0.1)
-    updates, state = tx.update(g, tx.init(params))
+    updates, state = jax.jit(lambda g, params: tx.update(g, tx.init(params)))(g, params)
     # t = 1: m = 0.1 g, v = 0.001 g^2, m_hat = g, v_hat = g^2 -> update = -eta g / (|g| + eps)
     np.testing.assert_allclose(state.mu["w"], 0.1 * g["w"], rtol=1e-6)
     np.testing.assert_allclose(state.nu["w"], 0.001 * g["w"] ** 2, rtol=1e-6)
     # (rtol 1e-5: 1 - 0.999 is 0.00099998713 in float32)
-    np.testing.assert_allclose(updates["w"], -0.1 * g["w"] / (jnp.abs(g["w"]) + 1e-8), rtol=1e-5)
+    np.testing.assert_allclose(updates["w"], -0.1 * g["w"] / (np.abs(g["w"]) + 1e-8), rtol=1e-5)
     assert int(state.count) == 1
 
 
 def test_effective_step_k():
-    params = {"w": jnp.zeros((4,)), "b": jnp.zeros((2, 2))}
-    g1 = {"w": jnp.array([0.5, -2.0, 0.0, 1e-3]), "b": jnp.full((2, 2), 0.25)}
+    params = {"w": np.zeros((4,), np.float32), "b": np.zeros((2, 2), np.float32)}
+    # float32 NumPy: the expected values below are NumPy float32 arithmetic, no small XLA programs
+    g1 = {"w": np.array([0.5, -2.0, 0.0, 1e-3], np.float32), "b": np.full((2, 2), 0.25, np.float32)}
+    g2 = {"w": np.array([-0.25, 1.5, 0.1, 0.1], np.float32), "b": np.array([[0.1, -0.075], [0.3, 0.0]], np.float32)}
     tx = optim.adam(0.01)
-    update = jax.jit(tx.update)
-    k_of = jax.jit(lambda state, g: optim.adam_effective_step(state, g, 0.01))
-    _, state = update(g1, tx.init(params))
-    k = k_of(state, g1)
+
+    @jax.jit  # one program: both steps, both K and the statistics
+    def run(params, g1, g2):
+        _, state = tx.update(g1, tx.init(params))
+        k = optim.adam_effective_step(state, g1, 0.01)
+        updates, state = tx.update(g2, state)
+        k2 = optim.adam_effective_step(state, g2, 0.01)
+        return k, updates, k2, optim.effective_step_stats(k2, g2)
+
+    k, updates, k2, stats = jax.tree.map(np.asarray, run(params, g1, g2))
     # step 1: K = eta / (|g| + eps); zero gradients give K = 0 (K is undefined there)
-    expected = 0.01 / (jnp.abs(g1["w"]) + 1e-8)
-    np.testing.assert_allclose(k["w"], jnp.where(g1["w"] == 0, 0.0, expected), rtol=1e-5)
+    expected = 0.01 / (np.abs(g1["w"]) + 1e-8)
+    np.testing.assert_allclose(k["w"], np.where(g1["w"] == 0, 0.0, expected), rtol=1e-5)
     np.testing.assert_allclose(k["b"], 0.01 / 0.25, rtol=1e-5)
     # a later step: K * g is exactly minus the update
-    g2 = {"w": jnp.array([-0.25, 1.5, 0.1, 0.1]), "b": jnp.array([[0.1, -0.075], [0.3, 0.0]])}
-    updates, state = update(g2, state)
-    k2 = k_of(state, g2)
     for kk, gg, uu in zip(jax.tree.leaves(k2), jax.tree.leaves(g2), jax.tree.leaves(updates), strict=True):
         nonzero = np.asarray(gg) != 0  # where g = 0 the update (momentum) is not K g: K is 0 there
         np.testing.assert_allclose((kk * gg)[nonzero], -uu[nonzero], rtol=1e-5, atol=1e-9)
         assert np.all(np.asarray(kk)[~nonzero] == 0)
-    stats = jax.jit(optim.effective_step_stats)(k2, g2)
     k_flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(k2)])
     g_flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(g2)])
     flat = np.abs(k_flat[g_flat != 0])  # the statistics skip parameters whose gradient is 0
@@ -127,15 +131,18 @@ def test_effective_step_k():
 def test_tracked_k_stats_live_in_the_optimizer_state():
     params = _params()
     tx = optax.chain(optax.clip_by_global_norm(1e6), optim.adam(0.01, track_effective_step=True))
-    state = tx.init(params)
-    assert optim.find_adam_state(state) is not None
-    noise = _noise()
-    step = jax.jit(tx.update)
-    for t in range(3):
-        g = jax.tree.map(lambda n, t=t: n[t], noise)
-        _, state = step(g, state, params)
+
+    @jax.jit  # one program: the init, three steps (gradients noise[0], noise[1], noise[2]) and K of the last
+    def run(params, noise):
+        initial = tx.init(params)
+        state = jax.lax.scan(lambda s, g: (tx.update(g, s, params)[1], None), initial,
+                             jax.tree.map(lambda n: n[:3], noise))[0]
+        g = jax.tree.map(lambda n: n[2], noise)
+        return initial, state, optim.effective_step_stats(optim.adam_effective_step(state, g, 0.01), g)
+
+    initial, state, direct = run(params, _noise())
+    assert optim.find_adam_state(initial) is not None
     stored = optim.effective_step_from_state(state)
-    direct = jax.jit(lambda s, g: optim.effective_step_stats(optim.adam_effective_step(s, g, 0.01), g))(state, g)
     assert set(stored) == {"k_median_abs", "k_mean_abs", "k_max_abs"}
     for name in stored:
         assert float(stored[name]) == pytest.approx(float(direct[name]), rel=1e-5)
