@@ -78,18 +78,26 @@ def test_augmentation_matches_keras_image_data_generator():
         order=1,
     )
     s = np.deg2rad(shear_deg)
-    matrix = jnp.asarray([[[np.cos(s) * zy, 0.0], [-np.sin(s) * zy, zx]]], jnp.float32)
-    ours = np.asarray(apply_transforms(jnp.asarray(image[None]), matrix, jnp.asarray([False])))[0]
+    matrix = np.asarray([[[np.cos(s) * zy, 0.0], [-np.sin(s) * zy, zx]]], np.float32)
+    # one program for both warps (each operation alone would compile on its own)
+    warp = jax.jit(lambda images, matrix: (apply_transforms(images, matrix, jnp.asarray([False])),
+                                           apply_transforms(images, matrix, jnp.asarray([True]))))
+    ours, flipped = (np.asarray(a)[0] for a in warp(image[None], matrix))
     np.testing.assert_allclose(ours, expected, atol=1e-2)
-    flipped = np.asarray(apply_transforms(jnp.asarray(image[None]), matrix, jnp.asarray([True])))[0]
     np.testing.assert_allclose(flipped, expected[:, ::-1], atol=1e-2)
 
 
 def test_random_augmentation_ranges_and_identity():
-    images = jnp.asarray(np.random.default_rng(1).uniform(0, 255, (64, 8, 8, 3)), jnp.float32)
+    images = np.random.default_rng(1).uniform(0, 255, (64, 8, 8, 3)).astype(np.float32)
     off = AugmentConfig(shear_range=0.0, zoom_range=0.0, horizontal_flip=False)
-    np.testing.assert_array_equal(random_augment(jax.random.key(0), images, off), images)
-    matrices, flip = random_transforms(jax.random.key(0), 64, AugmentConfig(shear_range=0.2, zoom_range=0.2))
+
+    @jax.jit  # one program for both draws (each operation alone would compile on its own)
+    def draw(images):
+        return random_augment(jax.random.key(0), images, off), random_transforms(
+            jax.random.key(0), 64, AugmentConfig(shear_range=0.2, zoom_range=0.2))
+
+    identity, (matrices, flip) = jax.device_get(draw(images))  # NumPy arrays: the checks below compile nothing
+    np.testing.assert_array_equal(identity, images)
     assert 10 < int(flip.sum()) < 54
     zx = np.asarray(matrices[:, 1, 1])
     assert zx.min() >= 0.8 and zx.max() <= 1.2 and zx.std() > 0.05

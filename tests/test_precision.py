@@ -9,6 +9,7 @@ import pytest
 from nnjax.data.batching import ArrayLoader
 from nnjax.errors import NnjaxError
 from nnjax.models.mlp import MLP
+from nnjax.train.init import run_once
 from nnjax.train.precision import parse_dtype, with_compute_dtype
 from nnjax.train.state import create_train_state
 from nnjax.train.step import make_train_step
@@ -24,13 +25,14 @@ def loss_fn(params, batch_stats, batch, rng, train):
 def test_bfloat16_computes_in_bf16_and_keeps_float32_state():
     rng = np.random.default_rng(0)
     data = {"x": rng.normal(size=(64, 5)).astype(np.float32), "y": rng.integers(0, 3, 64).astype(np.int32)}
-    params = MODEL.init(jax.random.PRNGKey(0), data["x"][:1])["params"]
+    params = run_once(lambda key: MODEL.init(key, data["x"][:1]), jax.random.PRNGKey(0))["params"]  # one program
     batch = next(iter(ArrayLoader(data, 64)))
     bf16 = with_compute_dtype(loss_fn, "bfloat16")
     jaxpr = str(jax.make_jaxpr(lambda p: bf16(p, {}, batch, None, True)[0])(params))
     assert "bf16" in jaxpr and "dot_general" in jaxpr
-    full, _ = loss_fn(params, {}, batch, None, True)
-    half, _ = bf16(params, {}, batch, None, True)
+    full, half = jax.jit(lambda p, b: (loss_fn(p, {}, b, None, True)[0], bf16(p, {}, b, None, True)[0]))(
+        params, batch
+    )
     assert half.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(half), np.asarray(full), rtol=0.05, atol=0.02)
 

@@ -19,6 +19,7 @@ from nnjax.models.rnn import (
     make_cell,
     params_from_torch,
 )
+from nnjax.train.init import run_once
 
 torch = pytest.importorskip("torch")
 
@@ -56,7 +57,7 @@ def test_matches_pytorch_outputs_and_state(cell, d):
     x = _inputs(0, (B, T, d))
     module = _torch_module(cell, d=d)
     layer = Recurrent(make_cell(cell, H), return_sequences=True, return_carry=True)
-    out, carry = layer.apply({"params": params_from_torch(module.state_dict(), cell)}, x)
+    out, carry = jax.jit(layer.apply)({"params": params_from_torch(module.state_dict(), cell)}, x)
     ref_out, ref_state = module(torch.from_numpy(x))
     np.testing.assert_allclose(np.asarray(out), ref_out.detach().numpy(), atol=1e-5)
     for ours, theirs in zip(
@@ -71,17 +72,21 @@ def test_matches_pytorch_relu_rnn_without_bias_and_second_layer():
     x = _inputs(1)
     module = _torch_module("rnn", nonlinearity="relu", bias=False)
     layer = Recurrent(SimpleRNNCell(H, activation="relu"), return_sequences=True)
-    out = layer.apply({"params": params_from_torch(module.state_dict(), "rnn")}, x)
-    np.testing.assert_allclose(np.asarray(out), module(torch.from_numpy(x))[0].detach().numpy(), atol=1e-5)
-
     # a two-layer LSTM: layer 0 then layer 1, each converted by index
     stacked = _torch_module("lstm", num_layers=2, seed=3)
     state = stacked.state_dict()
     first = Recurrent(LSTMCell(H), return_sequences=True)
     second = Recurrent(make_cell("lstm", H), return_sequences=True)
-    hidden = first.apply({"params": params_from_torch(state, "lstm", layer=0)}, x)
-    out = second.apply({"params": params_from_torch(state, "lstm", layer=1)}, hidden)
-    np.testing.assert_allclose(np.asarray(out), stacked(torch.from_numpy(x))[0].detach().numpy(), atol=1e-5)
+
+    @jax.jit  # one program for both models (each operation alone would compile on its own)
+    def run(rnn_params, first_params, second_params, x):
+        hidden = first.apply({"params": first_params}, x)
+        return layer.apply({"params": rnn_params}, x), second.apply({"params": second_params}, hidden)
+
+    out, stacked_out = run(params_from_torch(module.state_dict(), "rnn"), params_from_torch(state, "lstm", layer=0),
+                           params_from_torch(state, "lstm", layer=1), x)
+    np.testing.assert_allclose(np.asarray(out), module(torch.from_numpy(x))[0].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(stacked_out), stacked(torch.from_numpy(x))[0].detach().numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
@@ -91,7 +96,13 @@ def test_padding_matches_pytorch_packed_sequences(cell):
     module = _torch_module(cell, seed=1)
     params = {"params": params_from_torch(module.state_dict(), cell)}
     layer = Recurrent(make_cell(cell, H), return_sequences=True, return_carry=True)
-    out, carry = layer.apply(params, x, lengths=lengths)
+    mask = np.arange(T)[None, :] < lengths[:, None]
+
+    @jax.jit  # one program: the padded run and the masked run
+    def run(params, x, lengths, mask):
+        return layer.apply(params, x, lengths=lengths), Recurrent(make_cell(cell, H)).apply(params, x, mask=mask)
+
+    (out, carry), last = run(params, x, lengths, mask)
     packed = torch.nn.utils.rnn.pack_padded_sequence(
         torch.from_numpy(x), torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
     )
@@ -105,7 +116,6 @@ def test_padding_matches_pytorch_packed_sequences(cell):
     ):
         np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-5)
     # the last output of a padded sequence is its state after its last real step, and a mask does the same
-    last = Recurrent(make_cell(cell, H)).apply(params, x, mask=np.arange(T)[None, :] < lengths[:, None])
     np.testing.assert_allclose(np.asarray(last), np.asarray(jax.tree_util.tree_leaves(carry)[0]), atol=1e-6)
 
 
@@ -114,7 +124,7 @@ def test_fused_backward_equals_autodiff(cell, d):
     x = jnp.asarray(_inputs(3, (B, T, d)))
     lengths = jnp.array([7, 2, 5])
     variables = {"params": params_from_torch(_torch_module(cell, seed=4, d=d).state_dict(), cell)}
-    grads = {}
+    losses = {}
     for impl in ("fused", "autodiff"):
         layer = Recurrent(make_cell(cell, H), return_sequences=True, return_carry=True, impl=impl)
 
@@ -122,7 +132,9 @@ def test_fused_backward_equals_autodiff(cell, d):
             out, carry = layer.apply(v, x, lengths=lengths)  # gradients flow in through both outputs
             return jnp.sum(jnp.sin(3.0 * out)) + sum(jnp.sum(c**2) for c in jax.tree_util.tree_leaves(carry))
 
-        grads[impl] = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
+        losses[impl] = loss
+    # both gradients in one program (two programs compile slower)
+    grads = jax.jit(lambda v, x: {impl: jax.grad(f, argnums=(0, 1))(v, x) for impl, f in losses.items()})(variables, x)
     for a, b in zip(
         jax.tree_util.tree_leaves(grads["fused"]), jax.tree_util.tree_leaves(grads["autodiff"]), strict=True
     ):
@@ -139,7 +151,7 @@ def test_gradients_match_pytorch_autograd(cell, d):
 
     layer = Recurrent(make_cell(cell, H))  # fused backward by default
     params = params_from_torch(module.state_dict(), cell)
-    g_params, g_x = jax.grad(lambda p, x: jnp.sum(layer.apply({"params": p}, x) ** 2), argnums=(0, 1))(
+    g_params, g_x = jax.jit(jax.grad(lambda p, x: jnp.sum(layer.apply({"params": p}, x) ** 2), argnums=(0, 1)))(
         params, x
     )
     np.testing.assert_allclose(np.asarray(g_x), xt.grad.numpy(), atol=1e-5)
@@ -162,21 +174,28 @@ def test_gradients_match_pytorch_autograd(cell, d):
 def test_any_batch_and_length_and_single_step_cell(batch, steps):
     x = _inputs(5, (batch, steps, 2))
     layer = Recurrent(GRUCell(3), return_sequences=True, unroll=8)
-    variables = layer.init(jax.random.PRNGKey(1), x)
-    out = layer.apply(variables, x)
-    assert out.shape == (batch, steps, 3)
-    assert Recurrent(GRUCell(3)).apply(variables, x).shape == (batch, 3)
-    # stepping the cell by hand through the sequence gives the same outputs
+    variables = run_once(lambda key: layer.init(key, x), jax.random.PRNGKey(1))  # one program, quick to compile
     cell = GRUCell(3)
-    carry = jnp.zeros((batch, 3))
+
+    @jax.jit  # one program: the layer, the last-output layer and the cell stepped by hand
+    def run(variables, x):
+        carry, hand = jnp.zeros((batch, 3)), []
+        for t in range(steps):
+            carry, h = cell.apply({"params": variables["params"]["cell"]}, carry, x[:, t])
+            hand.append(h)
+        return layer.apply(variables, x), Recurrent(GRUCell(3)).apply(variables, x), hand
+
+    out, last, hand = run(variables, x)
+    assert out.shape == (batch, steps, 3)
+    assert last.shape == (batch, 3)
+    # stepping the cell by hand through the sequence gives the same outputs
     for t in range(steps):
-        carry, h = cell.apply({"params": variables["params"]["cell"]}, carry, x[:, t])
-        np.testing.assert_allclose(np.asarray(h), np.asarray(out[:, t]), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(hand[t]), np.asarray(out[:, t]), atol=1e-6)
 
 
 def test_keras_style_initialisation():
     x = _inputs(6, (2, 3, 4))
-    params = Recurrent(LSTMCell(8)).init(jax.random.PRNGKey(0), x)["params"]["cell"]
+    params = run_once(lambda key: Recurrent(LSTMCell(8)).init(key, x), jax.random.PRNGKey(0))["params"]["cell"]
     bias = np.asarray(params["ih"]["bias"])
     np.testing.assert_array_equal(bias[8:16], 1.0)  # forget gate
     np.testing.assert_array_equal(np.delete(bias, np.s_[8:16]), 0.0)
@@ -201,7 +220,7 @@ def test_regressor_learns_through_shared_train_step():
 
     tx = optax.adam(3e-2)
     state = create_train_state(
-        model.init(jax.random.PRNGKey(0), x[:1])["params"], tx, rng=jax.random.PRNGKey(1)
+        run_once(lambda key: model.init(key, x[:1]), jax.random.PRNGKey(0))["params"], tx, rng=jax.random.PRNGKey(1)
     )
     step = make_train_step(loss_fn, tx)
     batch = {"x": x, "y": y, "mask": np.ones(64, np.float32)}
