@@ -65,15 +65,19 @@ def main(argv: list[str] | None = None) -> None:
     import jax
 
     from nnjax.models.mlp import MLP
+    from nnjax.train.init import run_once
 
     repeats = 20 if args.quick else 100
     table = BenchTable("MLP train step", "python -m benchmarks.bench_mlp" + (" --quick" if args.quick else ""),
                        notes="ratio = PyTorch eager time / nnjax time (above 1: nnjax faster).")
+    def init(key, x1):
+        return MLP(WIDTHS).init(key, x1)
+
     for batch_size in (32, 128, 512):
         rng = np.random.default_rng(0)
         x = rng.normal(size=(batch_size, N_IN)).astype(np.float32)
         y = rng.integers(0, 10, batch_size).astype(np.int32)
-        variables = MLP(WIDTHS).init(jax.random.PRNGKey(0), x[:1])
+        variables = run_once(init, jax.random.PRNGKey(0), x[:1])  # one program, not one per operation
         params_np = jax.tree_util.tree_map(np.asarray, variables["params"])
         ours = {name: nnjax_step(batch_size, params_np, x, y, optimizer)
                 for name, optimizer in (("nnjax (nnjax.nn.optim.adam)", "nnjax"), ("nnjax (optax.adam)", "optax"))}
