@@ -36,3 +36,22 @@ def test_dense_equals_flax_dense_and_its_gradients(shape):
     for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads), strict=True):
         assert a.shape == b.shape
         assert_close_scaled(a, b)
+
+
+def test_dense_has_forward_mode_derivatives_too():
+    """No custom rule: ``jax.jvp`` works and equals the reverse-mode product (a custom VJP raised here)."""
+    rng = np.random.default_rng(1)
+    x, dx = (rng.normal(size=(2, 3, 7)).astype(np.float32) for _ in range(2))
+    params = {"kernel": rng.normal(size=(7, 6)).astype(np.float32), "bias": rng.normal(size=6).astype(np.float32)}
+    model = Dense(6)
+
+    @jax.jit
+    def both(x, dx):
+        forward = jax.jvp(lambda a: model.apply({"params": params}, a), (x,), (dx,))[1]
+        g = np.ones((2, 3, 6), np.float32)
+        pullback = jax.vjp(lambda a: model.apply({"params": params}, a), x)[1]
+        return forward, jnp.sum(pullback(g)[0] * dx), jnp.sum(forward * g)
+
+    tangent, reverse, forward_dot = both(x, dx)
+    assert_close_scaled(tangent, dx @ params["kernel"])
+    assert_close_scaled(reverse, forward_dot)  # <J^T g, dx> = <g, J dx>

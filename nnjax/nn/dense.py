@@ -5,10 +5,12 @@ contracting every leading axis of ``x`` and of the cotangent; XLA:CPU then write
 transposed to ``[in, rows]`` first and fuses whatever produced ``x`` (a dropout, a GELU, a
 LayerNorm) into that transposing loop. Reshaped to ``[rows, in]`` and ``[rows, out]`` the same
 product ran up to 2x faster at a transformer's shapes ([64, 64, 384] @ [384, 1536], 2-core Intel
-Xeon); the custom VJP below writes it so. Parameters are ``flax.linen.Dense``'s (``kernel``,
-``bias``), so checkpoints and converted weights are unchanged.
-Like every ``jax.custom_vjp`` it has reverse-mode derivatives only (``jax.grad``, ``jax.vjp``);
-``jax.jvp`` through it raises.
+Xeon). :func:`dense` computes the forward pass on the reshaped rows, so autodiff's kernel
+gradient is that 2-D product with no custom rule: forward and reverse mode both work. (A custom
+VJP writing the same product compiled the MiniLM fine-tuning step to the same program: equal
+XLA FLOPs and bytes, the same 373 loop and 107 library fusions, the same first loss.)
+Parameters are ``flax.linen.Dense``'s (``kernel``, ``bias``), so checkpoints and converted
+weights are unchanged.
 """
 
 from __future__ import annotations
@@ -20,24 +22,10 @@ import jax
 import jax.numpy as jnp
 
 
-@jax.custom_vjp
 def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """``x [..., in] @ kernel [in, out] + bias [out]`` -> ``[..., out]``."""
-    return x @ kernel + bias
-
-
-def _dense_fwd(x: jax.Array, kernel: jax.Array, bias: jax.Array):
-    return x @ kernel + bias, (x, kernel)
-
-
-def _dense_bwd(residuals: tuple[jax.Array, jax.Array], g: jax.Array):
-    x, kernel = residuals
-    rows = g.reshape(-1, g.shape[-1])
-    dkernel = x.reshape(-1, x.shape[-1]).T @ rows
-    return g @ kernel.T, dkernel.astype(kernel.dtype), rows.sum(axis=0).astype(g.dtype)
-
-
-dense.defvjp(_dense_fwd, _dense_bwd)
+    """``x [..., in] @ kernel [in, out] + bias [out]`` -> ``[..., out]``, as one ``[rows, in]`` product."""
+    rows = x.reshape(-1, x.shape[-1]) @ kernel + bias
+    return rows.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 class Dense(nn.Module):
