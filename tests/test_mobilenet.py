@@ -68,16 +68,22 @@ def test_pointwise_matches_the_1x1_convolution_and_its_gradients(shape, features
     def reference(a, b):
         return jax.lax.conv_general_dilated(a, b, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
+    dx, dk = rng.normal(size=x.shape).astype(np.float32), rng.normal(size=k.shape).astype(np.float32)
+
     @jax.jit
     def compare(x, k, g):
         (out, pullback), (ref_out, ref_pullback) = jax.vjp(pointwise_conv, x, k), jax.vjp(reference, x, k)
-        return out, ref_out, pullback(g), ref_pullback(g)
+        tangents = [jax.jvp(fn, (x, k), (dx, dk))[1] for fn in (pointwise_conv, reference)]
+        input_only = [jax.jvp(lambda a, fn=fn: fn(a, k), (x,), (dx,))[1] for fn in (pointwise_conv, reference)]
+        return out, ref_out, pullback(g), ref_pullback(g), tangents, input_only
 
-    out, ref_out, grads, ref_grads = compare(x, k, g)
+    out, ref_out, grads, ref_grads, tangents, input_only = compare(x, k, g)
     assert_close_scaled(out, ref_out)
     assert grads[1].shape == k.shape
     for a, b in zip(grads, ref_grads, strict=True):  # the kernel gradient sums every pixel of the batch
         assert_close_scaled(a, b)
+    assert_close_scaled(*tangents)  # forward mode too (the custom JVP's kernel term is the 2-D product)
+    assert_close_scaled(*input_only)  # with the kernel's tangent a symbolic zero
 
 
 def test_backbone_size_and_head_size_match_the_thesis_summary():

@@ -6,13 +6,16 @@ convolution whose window covers the whole image, with batch and channels swapped
 transposes the input to ``[C_in, H, W, B]`` first and fuses whatever produced the input
 (in MobileNetV2 the depthwise taps, BatchNorm and ReLU6) into that transposing loop. In a
 MobileNetV2 step with everything trainable (batch 32, 224 px, 2 CPU cores) those transposes
-took about half of the step. The custom VJP below computes the kernel gradient as
-``x.reshape(-1, C_in).T @ g.reshape(-1, C_out)`` over the ``B * H * W`` positions, and the
-input gradient as the 1x1 convolution of the cotangent with the transposed kernel.
+took about half of the step. :func:`pointwise_conv` therefore has a custom JVP whose tangent
+writes the kernel's part as a product over the ``B * H * W`` positions,
+``x.reshape(-1, C_in) @ dk.reshape(C_in, C_out)``; transposed for reverse mode that is the kernel
+gradient ``x.reshape(-1, C_in).T @ g.reshape(-1, C_out)``, and the input's part (a 1x1 convolution
+of ``dx``) transposes to the 1x1 convolution of the cotangent with the transposed kernel. Forward
+and reverse mode both work. (It replaced a custom VJP computing the same two products: the
+MobileNetV2 fine-tuning steps compiled to the same programs, equal XLA FLOPs, bytes, fusions and
+first loss.)
 
 Layout NHWC; the kernel is ``[1, 1, C_in, C_out]`` (the layout of ``nn.Conv``).
-Like every ``jax.custom_vjp`` it has reverse-mode derivatives only (``jax.grad``, ``jax.vjp``);
-``jax.jvp`` through it raises.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from nnjax.nn.batch_norm import scaled_kernel
 from nnjax.nn.conv import DIMENSION_NUMBERS
@@ -30,25 +34,28 @@ def _conv_1x1(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=DIMENSION_NUMBERS)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def pointwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """``[B, H, W, C_in]`` x ``[1, 1, C_in, C_out]`` -> ``[B, H, W, C_out]`` (no bias)."""
     return _conv_1x1(x, kernel)
 
 
-def _pointwise_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    return _conv_1x1(x, kernel), (x, kernel)
+def _pointwise_jvp(primals: tuple[jax.Array, jax.Array], tangents: tuple) -> tuple[jax.Array, jax.Array]:
+    """Tangent ``conv(dx, kernel) + x @ dk`` over the positions; a symbolic zero (a frozen kernel, an
+    input that is not differentiated) adds no term, so no product of zeros is computed."""
+    x, kernel = primals
+    dx, dkernel = tangents
+    y = _conv_1x1(x, kernel)
+    terms = []
+    if not isinstance(dx, SymbolicZero):
+        terms.append(_conv_1x1(dx, kernel))
+    if not isinstance(dkernel, SymbolicZero):
+        c_in, c_out = kernel.shape[2:]
+        terms.append((x.reshape(-1, c_in) @ dkernel.reshape(c_in, c_out)).reshape(y.shape))
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
 
 
-def _pointwise_bwd(residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x, kernel = residuals
-    c_in, c_out = kernel.shape[2:]
-    dx = _conv_1x1(g, jnp.swapaxes(kernel, 2, 3))
-    dkernel = (x.reshape(-1, c_in).T @ g.reshape(-1, c_out)).reshape(kernel.shape)
-    return dx, dkernel.astype(kernel.dtype)
-
-
-pointwise_conv.defvjp(_pointwise_fwd, _pointwise_bwd)
+pointwise_conv.defjvp(_pointwise_jvp, symbolic_zeros=True)
 
 
 class Pointwise(nn.Module):
