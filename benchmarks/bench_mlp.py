@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     repeats = 20 if args.quick else 100
     table = BenchTable("MLP train step", "python -m benchmarks.bench_mlp" + (" --quick" if args.quick else ""),
                        notes="ratio = PyTorch eager time / nnjax time (above 1: nnjax faster).")
+
     def init(key, x1):
         return MLP(WIDTHS).init(key, x1)
 

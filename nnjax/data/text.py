@@ -182,15 +182,13 @@ def inference_bounds(buckets: Sequence[Bucket], token_budget: int,
     (dynamic programming over the sorted lengths, each merged group padded to its longest).
 
     Few examples spread over many lengths then share a few shapes (a compile costs more than the
-    padding); many examples keep their own buckets.
+    padding); many examples keep their own buckets. Empty buckets are ignored (none: no bounds).
     """
     by_length: dict[int, int] = {}
     for bucket in buckets:
         if len(bucket):
             by_length[bucket.length] = by_length.get(bucket.length, 0) + len(bucket)
     lengths = sorted(by_length)
-    if not lengths:
-        return tuple(sorted({b.length for b in buckets}))
 
     def cost(first: int, last: int) -> int:  # lengths[first..last] padded to lengths[last]
         length, count = lengths[last], sum(by_length[n] for n in lengths[first : last + 1])
