@@ -95,6 +95,25 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
    convolutions run in Eigen, compiled ahead of time into the wheel, while PyTorch's oneDNN
    picks its kernels (AVX-512 here) at run time: the likeliest reason the gap to torch.compile
    depends on the CPU (not proven; the table's provenance now lists the CPU's vector extensions).
+10. Per operation, in isolation (2026-12-01, the same Intel, 2 threads, the 32 -> 32 conv at
+   batch 128, medians of 15-20 calls): XLA (Eigen) forward 17.4 ms, input gradient 13.8-14.3,
+   weight gradient 28-33 (the transpose of x to `[C, H, W, N]` ~5.6 of it, the 28 x 28-window
+   convolution ~20-24); PyTorch's oneDNN NCHW 14.4 / 14.5 / 14.5, channels_last 10.0 / 10.3 /
+   9.6. So this conv's three convolutions take ~60 ms of nnjax's ~105 ms step and ~30 ms of
+   torch.compile's ~71. Tried, none faster than the lax weight gradient:
+   - YNNPACK convolutions forced (`--xla_cpu_experimental_ynn_fusion_type=individual_convolution,
+     individual_dot`; by default this jaxlib leaves every convolution to Eigen): 30.5 / 23.9 /
+     87.1 ms;
+   - the weight gradient as one product of W-shifted x and H-shifted g (`[N*30*28, 96]^T
+     [N*30*28, 96]` holds all nine taps, equal to lax within 8e-7): 75-80 ms, of which the
+     product alone is 21 ms and the concatenations the rest (XLA:CPU's loop emitter writes
+     them at ~2 GB/s); the same in a `lax.scan` over chunks of 2-32 images, operands in cache:
+     28-36 ms; Eigen's own weight gradient in such a scan: 1.1-3.5 s;
+   - small products in cache are no cure either: `[3360, 96]^T [3360, 96]` 0.79 ms (78 GFLOP/s),
+     `[3136, 32] @ [32, 288]` 0.94 ms (61 GFLOP/s), against ~200 for large ones.
+   One pinned core (same worker, 6 rounds): torch.compile 135.5 ms, nnjax fast 212.3, PyTorch
+   eager 220.8. What separates nnjax from torch.compile on this CPU is the convolution kernels
+   (oneDNN's cache-blocked AVX-512 ones against Eigen's), not the program around them.
 """
 
 
@@ -307,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     args = bench_args(argv, __doc__)
     rounds, block = (4, 3) if args.quick else (12, 4)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    settings = [(YNN_FLAG, cores, not args.quick), ("", cores, False), (YNN_FLAG, 1, False)]
+    settings = [(YNN_FLAG, cores, not args.quick), ("", cores, False), (YNN_FLAG, 1, not args.quick)]
     if _accelerator():  # the CPU flag and thread pinning mean nothing there (and XLA aborts on unknown flags)
         settings = [("", 0, not args.quick)]
     table = BenchTable("MNIST CNN train step", "python -m benchmarks.bench_mnist" + (" --quick" if args.quick else ""),
