@@ -18,8 +18,10 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 # One persistent XLA compilation cache for the CLI subprocesses the tests start (never the user's
 # ~/.cache), shared by both xdist workers and later test runs: a kill test runs the same program
 # three times and compiles it once. JAX keys every entry by program, flags and jaxlib; the folder is
-# per CPU kind. The pytest processes themselves do not use it: their programs are mostly distinct,
-# and writing each one cost about 5 % (test_nn_optim + test_cnn: 46.3 s without, 48.5 s with).
+# per CPU kind. The pytest processes are not set up to use it (tests that call ``nnjax.cli.main``
+# in-process turn it on in their worker, as the CLI does): their programs are mostly distinct, writing
+# each one cost about 5 % (test_nn_optim + test_cnn: 46.3 s without, 48.5 s with), and caching only
+# programs that took over 1 s to compile left a cold suite unchanged (7 min 57 s both ways).
 if "NNJAX_COMPILATION_CACHE" not in os.environ:
     from nnjax.machine import cpu_tag
 
