@@ -110,7 +110,10 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
      them at ~2 GB/s); the same in a `lax.scan` over chunks of 2-32 images, operands in cache:
      28-36 ms; Eigen's own weight gradient in such a scan: 1.1-3.5 s;
    - small products in cache are no cure either: `[3360, 96]^T [3360, 96]` 0.79 ms (78 GFLOP/s),
-     `[3136, 32] @ [32, 288]` 0.94 ms (61 GFLOP/s), against ~200 for large ones.
+     `[3136, 32] @ [32, 288]` 0.94 ms (61 GFLOP/s), against ~200 for large ones;
+   - other logical layouts of the same convolution: NCHW / OIHW forward 16.4, input gradient
+     21.8, weight gradient 35.3 ms; HWNC forward 18.9, weight gradient 28.2 (XLA lays them out
+     for Eigen again).
    One pinned core (same worker, 6 rounds): torch.compile 135.5 ms, nnjax fast 212.3, PyTorch
    eager 220.8. What separates nnjax from torch.compile on this CPU is the convolution kernels
    (oneDNN's cache-blocked AVX-512 ones against Eigen's), not the program around them.
