@@ -13,6 +13,7 @@ from nnjax.nn.batch_norm import conv_batch_norm
 from nnjax.nn.conv import StridedConv
 from nnjax.nn.depthwise import DepthwiseConv
 from nnjax.nn.pointwise import Pointwise
+from nnjax.train.init import run_once
 
 CONVS = {
     "pointwise": (lambda c: Pointwise(c, name="conv"), 6),
@@ -49,7 +50,7 @@ def test_folded_batch_norm_equals_the_convolution_then_batch_norm(kind):
     features = CONVS[kind][1] if kind == "depthwise" else 7
     x = jnp.asarray(rng.normal(size=(3, 9, 8, CONVS[kind][1])), jnp.float32)
     folded, unfolded = Folded(kind, features), Unfolded(kind, features)
-    variables = jax.jit(lambda key: unfolded.init(key, x, False))(jax.random.key(0))
+    variables = run_once(lambda key: unfolded.init(key, x, False), jax.random.key(0))
     assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(
         jax.eval_shape(lambda key: folded.init(key, x, False), jax.random.key(0)))  # the same variables
     stats = {"mean": jnp.asarray(rng.normal(size=features), jnp.float32),
