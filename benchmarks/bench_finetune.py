@@ -49,6 +49,21 @@ bandwidth ~5 GB/s; PyTorch eager 850-1,150 ms in the same processes):
    the compiled step is the same program (equal XLA FLOPs and bytes, 373 loop + 107 library fusions, the
    same first loss), 1,220-1,396 ms against the custom VJP's 1,301-1,328 alternating in one process.
 
+6. Page faults (2026-12-02): the step's 546 MB temporary buffer was a fresh ``mmap`` every step
+   (~137,000 page faults per step); with ``nnjax/_malloc.py``'s settings 0, the step within this
+   machine's noise (medians 1,429-1,621 ms with, 1,277-1,601 without, three processes each way,
+   alternating). PyTorch eager, in the same process, gets the same allocator.
+
+NOTES: the allocator and the PyTorch peers (2026-12-02). Without ``nnjax/_malloc.py``'s settings
+PyTorch eager's MobileNetV2 step with everything trainable (NCHW, batch 32, random weights) faulted
+in ~1,000,000 pages per step and took 3,746-3,768 ms; with them 0-7,500 faults and 1,809-1,967 ms
+(two processes each way). The peers share nnjax's process and so its allocator: the ratios from
+2026-12-02 on compare the kernels with the same memory behind both; earlier tables' PyTorch rows
+paid those faults. ``NNJAX_MALLOC_DEFAULTS=0 python -m benchmarks.bench_finetune --quick`` right
+after the 2026-12-02 full run: top 3 nnjax 636 ms / eager NCHW 1,375 / channels_last 922 (2.16x);
+everything 2,410 / 3,166 / 2,319 (1.31x); MiniLM 1,794 / 1,438 (0.80x); against the full run's
+439 / 553 / 394, 1,948 / 1,540 / 1,128 and 1,188 / 1,035 with the settings.
+
 NOTES: the MobileNetV2 steps (same machine, 2026-12-01). The step with everything trainable took
 6.9 s (0.40x PyTorch eager). Its profile: 3.3 s in ``transpose_copy`` fusions, the 1x1
 convolutions' kernel gradient as autodiff writes it (a convolution whose window covers the whole

@@ -117,6 +117,17 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
    One pinned core (same worker, 6 rounds): torch.compile 135.5 ms, nnjax fast 212.3, PyTorch
    eager 220.8. What separates nnjax from torch.compile on this CPU is the convolution kernels
    (oneDNN's cache-blocked AVX-512 ones against Eigen's), not the program around them.
+11. Page faults (2026-12-02, same Intel): each step's temporary buffer (the activations the
+   backward pass reads) is a fresh glibc ``mmap`` over 32 MB, freed with ``munmap`` at the end, so
+   every step faulted in ~19,900 pages (~80 MB) again. ``nnjax/_malloc.py`` (at import: one
+   malloc arena, no ``mmap``, a 2 GiB trim threshold) keeps that memory for the next step:
+   ~1,300 faults per step, the step 112-126 -> 82-100 ms (medians of 30 steps, three processes
+   each way, alternating). The PyTorch peers run in the same workers and get the same allocator.
+   The full run after it: 2 threads nnjax 65.8 ms, eager 80.7, torch.compile 58.7 (0.89x); one
+   pinned core 113 / 128 / 101 (0.89x). Some of the gaps in 10 (the ~2 GB/s concatenations, the
+   ~5 GB/s copy bandwidth of earlier tables) were this first-touch cost, not the kernels.
+   ``NNJAX_MALLOC_DEFAULTS=0 python -m benchmarks.bench_mnist --quick`` right after: 2 threads
+   nnjax 125.1 ms, eager 197.1; one core 223.6 / 289.1; copy 4.9 GB/s (20 with the settings).
 """
 
 

@@ -8,6 +8,11 @@ No peer library has these commands, so the rows carry no ratio; the training ste
 are compared with PyTorch and Keras in ``bench_mobilenet`` and ``bench_bert``.
 Run: ``.venv/bin/python -m benchmarks.bench_transfer [--quick]`` (``--quick``: 100 photos per
 class and 1,000 messages).
+
+NOTES (2026-12-02, 2-core Intel Xeon): ``text-classifier`` on the whole collection, this module's
+``_run`` in four processes alternating ``NNJAX_MALLOC_DEFAULTS=0`` / ``1``: 78.8 / 66.7 s and
+71.5 / 65.8 s (encoding 59.3 / 49.4 and 58.6 / 48.6 s), so ``nnjax/_malloc.py``'s settings speed it
+up; the same command took 45.5 s on 2026-12-01 on a faster day of this machine.
 """
 
 from __future__ import annotations
