@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import sys
 
 #: mallopt parameters (glibc's malloc.h).
@@ -45,11 +44,19 @@ TRIM_THRESHOLD_BYTES = 2**31 - 1
 SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
+def running_on_glibc() -> bool:
+    """Whether this process runs on Linux with glibc (the C library the process loaded, not a guess)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (ValueError, OSError):
+        return False
+
+
 def configure_allocator() -> bool:
     """Apply :data:`SETTINGS` with glibc's ``mallopt`` when it is safe; True when all were applied."""
-    if os.environ.get("NNJAX_MALLOC_DEFAULTS", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    if platform.libc_ver()[0] != "glibc":
+    if os.environ.get("NNJAX_MALLOC_DEFAULTS", "1") == "0" or not running_on_glibc():
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

@@ -2,11 +2,12 @@
 with its pages still mapped, instead of being unmapped and faulted in afresh."""
 
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
+
+from nnjax._malloc import configure_allocator, running_on_glibc
 
 # In a new thread (XLA's buffers are allocated by its worker threads): allocate a 64 MB block, write
 # it, free it, twice; print the page faults of each round.
@@ -34,8 +35,7 @@ thread.join()
 print(*rounds)
 """
 
-needs_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                                 reason="the settings apply to glibc on Linux")
+needs_glibc = pytest.mark.skipif(not running_on_glibc(), reason="the settings apply to glibc on Linux")
 BLOCK_PAGES = 64 * 2**20 // 4096
 
 
@@ -49,7 +49,7 @@ def _faults_per_round(**env_extra: str) -> list[int]:
 
 @needs_glibc
 def test_a_freed_block_is_reused_with_its_pages():
-    first, second = _faults_per_round()
+    _, second = _faults_per_round()
     assert second < BLOCK_PAGES / 20  # reused (measured: 0 pages of 16,384; the first round 16,068)
 
 
@@ -64,14 +64,12 @@ def _huge_pages_always() -> bool:
 @needs_glibc
 @pytest.mark.skipif(_huge_pages_always(), reason="with transparent huge pages always on, a fresh block faults little")
 def test_without_the_settings_glibc_maps_the_block_afresh():
-    first, second = _faults_per_round(NNJAX_MALLOC_DEFAULTS="0")
+    _, second = _faults_per_round(NNJAX_MALLOC_DEFAULTS="0")
     assert second > BLOCK_PAGES / 2  # glibc's default: every block over 32 MB is a new mmap
 
 
 @needs_glibc
 def test_the_settings_are_applied_unless_the_user_opts_out(monkeypatch):
-    from nnjax._malloc import configure_allocator
-
     monkeypatch.setenv("NNJAX_MALLOC_DEFAULTS", "0")
     assert configure_allocator() is False
     monkeypatch.delenv("NNJAX_MALLOC_DEFAULTS")
