@@ -29,9 +29,11 @@ from nnjax.transfer.heads import ClassifierHead
         ((2, 9, 8, 5), 2, ((0, 1), (0, 1))),
         ((2, 10, 11, 4), 2, ((1, 1), (1, 1))),
         ((1, 7, 6, 3), 2, "VALID"),
-        ((6, 9, 8, 5), 1, ((1, 1), (1, 1))),  # the kernel gradient's loop over chunks of 2 images
-        ((5, 10, 11, 4), 2, ((0, 1), (0, 1))),  # an odd batch: a loop over single images
+        ((6, 9, 8, 5), 1, ((1, 1), (1, 1))),  # the kernel gradient's loop over the images
+        ((5, 10, 11, 4), 2, ((0, 1), (0, 1))),  # an odd batch
         ((2, 10, 11, 4), 3, ((1, 1), (1, 1))),  # three input phases per axis
+        ((3, 14, 16, 6), 1, ((1, 1), (1, 1))),  # kernel-gradient blocks of 7 x 4 outputs
+        ((2, 28, 27, 5), 2, ((0, 1), (1, 1))),  # blocks of 7 x 7 outputs of a strided convolution
     ],
 )
 def test_depthwise_matches_grouped_convolution_and_its_gradients(shape, stride, padding):
