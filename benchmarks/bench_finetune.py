@@ -95,6 +95,26 @@ one variadic reduce of the nine taps 124-240 ms, reductions in two stages 130-25
 with a ones vector 351, slices of the cotangent instead of padded taps 146-373: none kept. One
 product-reduce of two whole [32, 112, 112, 32] arrays takes 5-6 ms (a YNNPACK fusion), but any
 slice of an operand makes XLA copy it first, and the nine taps are slices.
+
+5. (2026-12-02, 2-core AMD EPYC with AVX-512; scratch scripts, medians of 10 calls.) A profile of the
+   step with everything trainable still put ~25 % of it in the depthwise kernel gradients: per image
+   chunk, nine copies of shifted slices and nine YNNPACK reductions, ~26 GB/s of traffic for data
+   read nine times over (112 x 112 x 32: 51 ms, 56 x 56 x 144: 79 ms; ~420 ms for the 17 layers).
+   Also tried, slower or no better: the whole batch at once (72 ms at 112 x 112 x 32), chunks of 1-8
+   images (62-71), the nine products stacked before one reduction (84-114), stacked on a minor axis
+   (45), block sums computed over the whole batch per tap (33-53: nine passes over memory), block
+   sums through a reshape and ``jnp.sum`` (64), reductions left to XLA's loop emitter
+   (``-reduce``: 139). Kept (``_tap_gradients``): a loop over the images in which each tap adds the
+   sums of its K x L products per block (K, L <= 7, divisors of the output size) to an accumulator
+   ``[Ho / K, Wo / L, C]``; the image stays in cache for all nine taps and nothing is copied:
+   51 -> 16 ms and 79 -> 14 ms at those two layers, ~110 ms for all 17 (equal to a float64
+   reference within the same ~2e-7). Blocks up to 4 instead of 7: fewer terms to compile (the cold
+   compile of the step 23-26 s against 32-36 s; 19-21 s before) but the step 1,280-1,385 ms against
+   965-1,219. Also: the stride-1 input gradient pads the cotangent once and slices it (with a pad per
+   tap, its fusion with the previous ReLU6's gradient ran 31-47 ms against 12-13 at 112 x 112 x 32,
+   either alone ~6). The whole step, alternating processes, 10 steps each: 1,839-1,872 ms ->
+   991-1,182 ms (top 3: 346-384 -> 305-342). A ReLU6 whose derivative is one mask (PyTorch's
+   convention at the two kinks) instead of ``jnp.clip``'s: 1,646 against 1,677 ms, not kept.
 """
 
 from __future__ import annotations
