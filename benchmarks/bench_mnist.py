@@ -128,6 +128,17 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
    ~5 GB/s copy bandwidth of earlier tables) were this first-touch cost, not the kernels.
    ``NNJAX_MALLOC_DEFAULTS=0 python -m benchmarks.bench_mnist --quick`` right after: 2 threads
    nnjax 125.1 ms, eager 197.1; one core 223.6 / 289.1; copy 4.9 GB/s (20 with the settings).
+12. Per CPU (2026-12-02, the full run on a 2-core AMD EPYC with AVX-512, no AMX): 2 threads nnjax
+   71.1 ms, eager 81.2, torch.compile 63.1 (0.89x, as on the Intel); one pinned core 106 / 135 / 112
+   (1.05x: ahead on one core here, 0.89x on the Intel). Open defect seen in this table's one-core
+   worker: its "largest relative gradient difference" fast vs xla is 1.9e-3 (8.2e-7 on 2 threads).
+   Against a float64 reference (scratch script, same flags, one pinned core): conv_impl="xla" within
+   9.5e-7 everywhere; "fast" off by 1.9e-3 in conv2's kernel gradient, 1.2e-3 in bn2's bias, 4e-4 in
+   bn1's, 2.5e-4 in conv1's kernel; on 2 threads 1.0e-6. Making only conv1 (1 -> 32) "fast" gives the
+   whole error; conv2 or conv3 alone "fast": 1e-6. Each piece alone is accurate on one core (conv1's
+   forward, both gradients, and the batch mean and variance of its output within 1.3e-7 / 6.6e-7 /
+   7.5e-8); materialising conv1's output changes nothing. Cause not found yet (the single-thread
+   program's fusion of that forward with BatchNorm's reductions is the suspect).
 """
 
 
