@@ -130,15 +130,16 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
    nnjax 125.1 ms, eager 197.1; one core 223.6 / 289.1; copy 4.9 GB/s (20 with the settings).
 12. Per CPU (2026-12-02, the full run on a 2-core AMD EPYC with AVX-512, no AMX): 2 threads nnjax
    71.1 ms, eager 81.2, torch.compile 63.1 (0.89x, as on the Intel); one pinned core 106 / 135 / 112
-   (1.05x: ahead on one core here, 0.89x on the Intel). Open defect seen in this table's one-core
-   worker: its "largest relative gradient difference" fast vs xla is 1.9e-3 (8.2e-7 on 2 threads).
-   Against a float64 reference (scratch script, same flags, one pinned core): conv_impl="xla" within
-   9.5e-7 everywhere; "fast" off by 1.9e-3 in conv2's kernel gradient, 1.2e-3 in bn2's bias, 4e-4 in
-   bn1's, 2.5e-4 in conv1's kernel; on 2 threads 1.0e-6. Making only conv1 (1 -> 32) "fast" gives the
-   whole error; conv2 or conv3 alone "fast": 1e-6. Each piece alone is accurate on one core (conv1's
-   forward, both gradients, and the batch mean and variance of its output within 1.3e-7 / 6.6e-7 /
-   7.5e-8); materialising conv1's output changes nothing. Cause not found yet (the single-thread
-   program's fusion of that forward with BatchNorm's reductions is the suspect).
+   (1.05x: ahead on one core here, 0.89x on the Intel). This table's one-core worker reports a
+   "largest relative gradient difference" fast vs xla of 1.9e-3 (8.2e-7 on 2 threads). Traced
+   against a float64 reference (scratch script, same flags, one pinned core): every forward
+   activation of both implementations is within 7.6e-7 of float64, but one of bn2's 3.2 million
+   outputs, 3.1e-7 in float64, rounds to exactly 0 in "fast"'s float32 forward, where ReLU's
+   derivative is 0: that one element's cotangent (7 % of the largest) flows back into conv2's kernel
+   gradient (1.9e-3), bn1 and conv1 (2.5e-4 to 4e-4). Only conv1 (1 -> 32) as "fast" reproduces
+   it (a different rounding of the same values); conv2 or conv3 alone "fast": 1e-6. So it is a ReLU
+   kink met by float32 rounding, not an inaccurate kernel; the check compares two float32 programs
+   and can show such a flip on any machine.
 """
 
 
