@@ -53,6 +53,13 @@ bandwidth ~5 GB/s; PyTorch eager 850-1,150 ms in the same processes):
    (~137,000 page faults per step); with ``nnjax/_malloc.py``'s settings 0, the step within this
    machine's noise (medians 1,429-1,621 ms with, 1,277-1,601 without, three processes each way,
    alternating). PyTorch eager, in the same process, gets the same allocator.
+7. (2026-12-02, 2-core AMD EPYC with AVX-512; scratch scripts, one process, 16 steps each
+   alternating.) The full run has the step at 0.99x PyTorch eager (1,118 against 1,107 ms). Products
+   to Eigen for this one program (``jax.jit(..., compiler_options={"xla_cpu_experimental_ynn_fusion_type":
+   ""})``): 1,141 ms against 1,135. GELU as ``0.5 x (1 + erf(x / sqrt 2))`` (PyTorch's form; alone at
+   [64, 64, 1536] 2.4 ms against 6.7 for ``jax.nn.gelu(approximate=False)``, whose erfc form XLA expands
+   with exp and selects; both within 1.1e-6 of float64 at values up to 21): the step 1,344 against
+   1,272 ms, within this machine's noise. Neither kept.
 
 NOTES: the allocator and the PyTorch peers (2026-12-02). Without ``nnjax/_malloc.py``'s settings
 PyTorch eager's MobileNetV2 step with everything trainable (NCHW, batch 32, random weights) faulted
