@@ -215,6 +215,7 @@ def _tap_gradients(x: jax.Array, g: jax.Array, kernel: tuple[int, int], strides:
     sh, sw = strides
     batch, out_h, out_w, channels = g.shape
     block_h, block_w = _block_side(out_h), _block_side(out_w)
+    acc_dtype = jnp.promote_types(g.dtype, jnp.float32)  # bfloat16 products summed in float32
     rows, cols = out_h // block_h, out_w // block_w
 
     def image_terms(xi: jax.Array, gi: jax.Array, i: int, j: int) -> jax.Array:
@@ -229,7 +230,8 @@ def _tap_gradients(x: jax.Array, g: jax.Array, kernel: tuple[int, int], strides:
                 cot = lax.slice(gi, (0, a, b, 0),
                                 (1, a + block_h * (rows - 1) + 1, b + block_w * (cols - 1) + 1, channels),
                                 (1, block_h, block_w, 1))
-                total = src * cot if total is None else total + src * cot
+                term = src.astype(acc_dtype) * cot.astype(acc_dtype)
+                total = term if total is None else total + term
         return total[0]
 
     def add_image(n: jax.Array, accs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
@@ -237,7 +239,7 @@ def _tap_gradients(x: jax.Array, g: jax.Array, kernel: tuple[int, int], strides:
         xi, gi = lax.dynamic_slice_in_dim(x, n, 1), lax.dynamic_slice_in_dim(g, n, 1)
         return tuple(acc + image_terms(xi, gi, t // kw, t % kw) for t, acc in enumerate(accs))
 
-    zeros = (jnp.zeros((rows, cols, channels), g.dtype),) * (kh * kw)
+    zeros = (jnp.zeros((rows, cols, channels), acc_dtype),) * (kh * kw)
     accs = lax.fori_loop(0, batch, add_image, zeros) if batch > 1 else add_image(0, zeros)
     return jnp.stack([jnp.sum(acc, axis=(0, 1)) for acc in accs]).reshape(kh, kw, channels)
 
