@@ -16,6 +16,7 @@ with ``nn.Conv(C, (kh, kw), feature_group_count=C)``.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -69,6 +70,14 @@ def _tap_plan(size: int, kernel: int, stride: int, before: int, after: int) -> t
     return out, plan
 
 
+def _window(x: jax.Array, start: tuple[int, int], count: tuple[int, int], step: tuple[int, int]) -> jax.Array:
+    """``x [B, H, W, C]`` at rows ``start[0] + step[0] * k`` (``k < count[0]``) and the same for columns:
+    ``[B, count[0], count[1], C]``."""
+    (r0, c0), (rn, cn), (sr, sc) = start, count, step
+    return lax.slice(x, (0, r0, c0, 0), (x.shape[0], r0 + sr * (rn - 1) + 1, c0 + sc * (cn - 1) + 1, x.shape[3]),
+                     (1, sr, sc, 1))
+
+
 def _taps_forward(
     x: jax.Array, taps: jax.Array, strides: tuple[int, int], pads: tuple[tuple[int, int], tuple[int, int]]
 ) -> jax.Array:
@@ -83,13 +92,7 @@ def _taps_forward(
         for j, (c0, cn, clead, ctrail) in enumerate(cols):
             if rn <= 0 or cn <= 0:
                 continue  # this tap only ever sees padding
-            src = lax.slice(
-                x,
-                (0, r0, c0, 0),
-                (batch, r0 + sh * (rn - 1) + 1, c0 + sw * (cn - 1) + 1, channels),
-                (1, sh, sw, 1),
-            )
-            term = src * taps[i, j]
+            term = _window(x, (r0, c0), (rn, cn), (sh, sw)) * taps[i, j]
             if rlead or rtrail or clead or ctrail:
                 term = jnp.pad(term, ((0, 0), (rlead, rtrail), (clead, ctrail), (0, 0)))
             out = term if out is None else out + term
@@ -218,29 +221,23 @@ def _tap_gradients(x: jax.Array, g: jax.Array, kernel: tuple[int, int], strides:
     acc_dtype = jnp.promote_types(g.dtype, jnp.float32)  # bfloat16 products summed in float32
     rows, cols = out_h // block_h, out_w // block_w
 
-    def image_terms(xi: jax.Array, gi: jax.Array, i: int, j: int) -> jax.Array:
-        """``[rows, cols, C]``: tap ``(i, j)``'s products of one image, summed per block."""
-        total = None
-        for a in range(block_h):
-            for b in range(block_w):
-                r0, c0 = sh * a + i, sw * b + j
-                src = lax.slice(xi, (0, r0, c0, 0),
-                                (1, r0 + sh * block_h * (rows - 1) + 1, c0 + sw * block_w * (cols - 1) + 1, channels),
-                                (1, sh * block_h, sw * block_w, 1))
-                cot = lax.slice(gi, (0, a, b, 0),
-                                (1, a + block_h * (rows - 1) + 1, b + block_w * (cols - 1) + 1, channels),
-                                (1, block_h, block_w, 1))
-                term = src.astype(acc_dtype) * cot.astype(acc_dtype)
-                total = term if total is None else total + term
-        return total[0]
+    offsets = [(a, b) for a in range(block_h) for b in range(block_w)]  # an output's place in its block
 
     def add_image(n: jax.Array, accs: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
         # slices of the whole buffers, not a scan over them: a scan made XLA write one more copy of x
         xi, gi = lax.dynamic_slice_in_dim(x, n, 1), lax.dynamic_slice_in_dim(g, n, 1)
-        return tuple(acc + image_terms(xi, gi, t // kw, t % kw) for t, acc in enumerate(accs))
+        cots = [_window(gi, (a, b), (rows, cols), (block_h, block_w)).astype(acc_dtype) for a, b in offsets]
+
+        def block_sums(i: int, j: int) -> jax.Array:
+            """``[rows, cols, C]``: tap ``(i, j)``'s products of this image, summed per block."""
+            terms = (_window(xi, (sh * a + i, sw * b + j), (rows, cols), (sh * block_h, sw * block_w)).astype(acc_dtype)
+                     * cot for (a, b), cot in zip(offsets, cots, strict=True))
+            return functools.reduce(operator.add, terms)[0]
+
+        return tuple(acc + block_sums(*divmod(t, kw)) for t, acc in enumerate(accs))
 
     zeros = (jnp.zeros((rows, cols, channels), acc_dtype),) * (kh * kw)
-    accs = lax.fori_loop(0, batch, add_image, zeros) if batch > 1 else add_image(0, zeros)
+    accs = lax.fori_loop(0, batch, add_image, zeros)
     return jnp.stack([jnp.sum(acc, axis=(0, 1)) for acc in accs]).reshape(kh, kw, channels)
 
 
