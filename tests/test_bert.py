@@ -14,7 +14,7 @@ from conftest import assert_close_scaled
 
 from nnjax.errors import NnjaxError
 from nnjax.models import hf_checkpoint as hc
-from nnjax.models.bert import EncoderConfig, TextEncoder, group_names
+from nnjax.models.bert import EncoderConfig, TextEncoder, _gelu_exact, group_names
 from nnjax.weights.sources import PINNED, offline_path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,6 +59,18 @@ def _inputs(batch=3, length=12, seed=0):
     ids[mask == 0] = 0
     types = (np.arange(length)[None] >= 5).astype(np.int64) * mask
     return ids, mask, types
+
+
+def test_exact_gelu_and_its_gradient_equal_float64():
+    from math import erf, sqrt
+
+    x = np.linspace(-21, 21, 20001).astype(np.float32)
+    x64 = x.astype(np.float64)
+    phi = 0.5 * (1 + np.vectorize(erf)(x64 / sqrt(2)))
+    np.testing.assert_allclose(np.asarray(jax.jit(_gelu_exact)(x), np.float64), x64 * phi, rtol=0, atol=2e-6)
+    gradient = jax.jit(jax.vmap(jax.grad(_gelu_exact)))(x)
+    want = phi + x64 * np.exp(-x64 ** 2 / 2) / sqrt(2 * np.pi)
+    np.testing.assert_allclose(np.asarray(gradient, np.float64), want, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["distilbert", "bert"])

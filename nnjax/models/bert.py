@@ -46,8 +46,23 @@ from nnjax.nn.dense import Dense
 HEAD_TYPES = ("distilbert", "bert")
 POOLINGS = ("cls", "mean")
 
+
+def _gelu_exact(x: jax.Array) -> jax.Array:
+    """GELU, ``x Phi(x)`` with ``Phi(x) = (1 + erf(x / sqrt 2)) / 2`` (BERT's ``"gelu"``, PyTorch's form).
+
+    Written so that the product with ``x`` is the last operation: ``jax.nn.gelu``'s
+    ``0.5 * x * erfc(-x / sqrt 2)`` let XLA:CPU fuse ``0.5 * x`` into the next matrix product and
+    materialise the constant 0.5 as a ``[B * T, intermediate]`` array for it (MiniLM at 64 x 64
+    tokens: ``[4096, 1536]``, 50 ms of a 1.1 s train step); and ``erf`` is a polynomial where
+    ``erfc`` also takes an ``exp`` (the activation alone at ``[64, 64, 1536]``: 2.4 ms against 6.7).
+    Within 1.1e-6 of float64 from -21 to 21; below about -3 the relative error grows (``1 + erf``
+    cancels, as in PyTorch's float32 GELU) while the absolute error stays under that bound.
+    """
+    return x * (0.5 + 0.5 * jax.lax.erf(x * jnp.asarray(1 / math.sqrt(2), x.dtype)))
+
+
 _ACTIVATIONS = {
-    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "gelu": _gelu_exact,
     "gelu_new": lambda x: nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
     "relu": nn.relu,
