@@ -19,8 +19,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nnjax._threefry import use_unrolled_threefry_on_cpu
 from nnjax.train.freeze import combine, partition
 from nnjax.train.state import TrainState
+
+use_unrolled_threefry_on_cpu()  # dropout and augmentation draws: the same bits, no XLA while loop
 
 PyTree = Any
 Batch = dict[str, jax.Array]
