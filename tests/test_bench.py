@@ -101,7 +101,12 @@ def test_cli_runs_one_benchmark_into_its_own_folder(tmp_path, capsys):
     # every row against the machine's peak measured in that run: a share, not a raw rate
     peak = table["env"]["peak"]
     assert peak["gflops"] >= max(peak["xla_gflops"], peak["torch_gflops"]) > 1 and peak["copy_gbs"] > 0.1
-    assert all(0 < row["pct_of_peak"] < 100 for row in table["rows"])
+    # the share is the row's XLA flop count over its median time over that peak; its size is not
+    # checked (under the parallel test suite the peak is measured with the other worker running,
+    # so a row timed in a quieter moment can pass 100%: the tables come from a quiet machine)
+    for row in table["rows"]:
+        share = 100 * row["mflops"] * 1e6 / (row["median_ms"] / 1e3) / (peak["gflops"] * 1e9)
+        assert row["pct_of_peak"] == pytest.approx(share, rel=1e-9) and row["pct_of_peak"] > 0
     assert "Measured peak in this run" in (tmp_path / "mlp.md").read_text()
     assert "avx2" in table["env"]["vector_extensions"] or platform.machine() != "x86_64"
     [headline] = json.loads((tmp_path / "headlines.json").read_text())
