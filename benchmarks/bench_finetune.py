@@ -60,6 +60,20 @@ bandwidth ~5 GB/s; PyTorch eager 850-1,150 ms in the same processes):
    [64, 64, 1536] 2.4 ms against 6.7 for ``jax.nn.gelu(approximate=False)``, whose erfc form XLA expands
    with exp and selects; both within 1.1e-6 of float64 at values up to 21): the step 1,344 against
    1,272 ms, within this machine's noise. Neither kept.
+8. (2026-12-02, same AMD EPYC.) Thunk times of one profiled step, summed by kind: YNNPACK dots 1,172 ms,
+   dropout random bits 153, transposes (attention heads) 137, other loop fusions 132, broadcasts
+   materialised as operands of dot fusions 86, GELU 52, LayerNorm 43. Two of these were removable:
+   - GELU: in ``0.5 * x * erfc(-x / sqrt 2)`` XLA fused ``0.5 * x`` into the next product and wrote the
+     constant 0.5 out as a ``[4096, 1536]`` array for it (~50 ms a step). Kept: ``x * (0.5 + 0.5 *
+     erf(x / sqrt 2))`` in ``nnjax/models/bert.py`` (the product with x last; within 1.03e-6 of float64
+     over [-21, 21], its gradient 2e-7; ``tests/test_bert.py``).
+   - Dropout bits: JAX lowers threefry on CPU as a 5-trip while loop; one ``[64, 12, 64, 64]`` mask took
+     24-31 ms and 1.1 s to compile, unrolled (JAX's own GPU / TPU lowering) 2.2-2.6 ms and 0.15 s, the
+     same bits. Kept: ``nnjax/_threefry.py``, applied when the training modules are imported.
+   Both against the old forms in one process (16 rounds alternating, the first loss equal to 8 digits):
+   median 1,052 against 1,097 ms (old first), 1,013 against 1,064 (new first); compile 3.7 against 4.5 s.
+   What is left besides the products: LayerNorm's broadcasts materialised for the dot fusions (~36 ms)
+   and the head transposes (~130 ms), which XLA:CPU does not fuse into YNNPACK's products.
 
 NOTES: the allocator and the PyTorch peers (2026-12-02). Without ``nnjax/_malloc.py``'s settings
 PyTorch eager's MobileNetV2 step with everything trainable (NCHW, batch 32, random weights) faulted

@@ -140,6 +140,16 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
    it (a different rounding of the same values); conv2 or conv3 alone "fast": 1e-6. So it is a ReLU
    kink met by float32 rounding, not an inaccurate kernel; the check compares two float32 programs
    and can show such a flip on any machine.
+13. (2026-12-02, same AMD EPYC, 2 threads, scratch scripts; this VM's noise between processes is
+   +-10 %, so each candidate ran interleaved with a reference in one process.) Data parallelism over
+   two host devices (``--xla_force_host_platform_device_count=2``, the batch split 64 + 64 through
+   ``nnjax.train.parallel``, BatchNorm over the global batch): 52.2 ms against 50.7 for one device
+   (with ``--xla_cpu_multi_thread_eigen=false`` 56.9 / 55.2), no gain. XLA flags, each in its own
+   process with ``torch.compile`` interleaved as the yardstick (torch.compile time / nnjax time, two
+   processes each): default 0.965 / 0.932, ``--xla_cpu_prefer_vector_width=512`` 0.81 / 0.954,
+   ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` 0.881 / 0.89: none better than default.
+   A profile cannot split the step further: XLA:CPU runs Eigen's convolutions asynchronously, so the
+   trace charges them to whatever thunk waits on them (the conv2 input transpose shows 15 ms).
 """
 
 
