@@ -148,6 +148,9 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
    process with ``torch.compile`` interleaved as the yardstick (torch.compile time / nnjax time, two
    processes each): default 0.965 / 0.932, ``--xla_cpu_prefer_vector_width=512`` 0.81 / 0.954,
    ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` 0.881 / 0.89: none better than default.
+   XNNPACK (``--xla_cpu_experimental_xnn_fusion_type=individual_convolution`` or
+   ``--xla_cpu_use_xnnpack=true``) leaves the 32 -> 32 convolution an XLA ``convolution`` (Eigen) in
+   this jaxlib: no XNNPACK kernel to try (alone: forward 15.9 / 21.5 / 16.8 ms, all noise).
    A profile cannot split the step further: XLA:CPU runs Eigen's convolutions asynchronously, so the
    trace charges them to whatever thunk waits on them (the conv2 input transpose shows 15 ms).
 """
