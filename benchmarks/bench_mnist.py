@@ -151,6 +151,14 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
    XNNPACK (``--xla_cpu_experimental_xnn_fusion_type=individual_convolution`` or
    ``--xla_cpu_use_xnnpack=true``) leaves the 32 -> 32 convolution an XLA ``convolution`` (Eigen) in
    this jaxlib: no XNNPACK kernel to try (alone: forward 15.9 / 21.5 / 16.8 ms, all noise).
+14. Thread scaling of the 32 -> 32 convolution alone (same AMD EPYC, medians of 24 calls interleaved;
+   one core by ``taskset``): forward 14.2 -> 7.6-8.4 ms on 2 threads, input gradient 14.1 -> 7.3-8.4,
+   but the weight gradient 18.6 -> 15.2-20.6 ms. Its output is only 3 x 3 x 32 x 32 values contracted
+   over 128 x 28 x 28, so Eigen has little to split between the threads. Tried: the two halves of the
+   batch as two weight gradients summed, 16.4-21.8 ms (no better); the halves as one grouped
+   convolution (``feature_group_count`` 2-8, the groups' outputs summed; equal within 3e-6) 62-65 ms;
+   as ``batch_group_count`` 2 / 4: 641 / 1,072 ms (XLA:CPU expands grouped convolutions). So the weight
+   gradient is where a second core helps nnjax least; XLA offers no kernel here that divides it better.
    A profile cannot split the step further: XLA:CPU runs Eigen's convolutions asynchronously, so the
    trace charges them to whatever thunk waits on them (the conv2 input transpose shows 15 ms).
 """
