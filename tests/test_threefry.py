@@ -1,5 +1,9 @@
 """The unrolled CPU lowering of threefry2x32: the published bits, and no XLA while loop."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +13,7 @@ import nnjax.train.step  # noqa: F401  (importing the training step applies the 
 from nnjax._threefry import use_unrolled_threefry_on_cpu
 
 ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+OPTED_OUT = os.environ.get("NNJAX_XLA_DEFAULTS", "1") == "0"
 
 
 def threefry2x32_numpy(key: tuple[int, int], x0: np.ndarray, x1: np.ndarray):
@@ -30,8 +35,8 @@ def threefry2x32_numpy(key: tuple[int, int], x0: np.ndarray, x1: np.ndarray):
 
 
 def test_lowering_is_in_effect_on_this_jaxlib():
-    if jax.default_backend() != "cpu":
-        pytest.skip("the lowering only changes CPU programs")
+    if jax.default_backend() != "cpu" or OPTED_OUT:
+        pytest.skip("the lowering only changes CPU programs, and NNJAX_XLA_DEFAULTS=0 turns it off")
     assert use_unrolled_threefry_on_cpu(), "the checked jaxlib should get the unrolled lowering"
 
 
@@ -52,8 +57,8 @@ def test_random123_known_answer_and_numpy_reference():
 
 
 def test_dropout_mask_program_has_no_while_loop():
-    if jax.default_backend() != "cpu":
-        pytest.skip("the lowering only changes CPU programs")
+    if jax.default_backend() != "cpu" or OPTED_OUT:
+        pytest.skip("the lowering only changes CPU programs, and NNJAX_XLA_DEFAULTS=0 turns it off")
 
     def mask(key):
         return jax.random.bernoulli(key, 0.9, (64, 128))
@@ -62,3 +67,17 @@ def test_dropout_mask_program_has_no_while_loop():
     assert "while" not in hlo
     bits = np.asarray(jax.jit(mask)(jax.random.key(0)))
     assert 0.85 < bits.mean() < 0.95
+
+
+def test_opting_out_keeps_jax_s_own_lowering():
+    """``NNJAX_XLA_DEFAULTS=0``: nnjax leaves JAX's CPU lowering (the while loop) alone."""
+    probe = (
+        "import jax, nnjax.train.step\n"
+        "from nnjax._threefry import use_unrolled_threefry_on_cpu\n"
+        "hlo = jax.jit(lambda k: jax.random.bernoulli(k, 0.9, (64, 128))).lower(jax.random.key(0)).as_text()\n"
+        "print(use_unrolled_threefry_on_cpu(), 'while' in hlo)\n"
+    )
+    env = {**os.environ, "NNJAX_XLA_DEFAULTS": "0", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
