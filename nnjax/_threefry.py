@@ -17,7 +17,7 @@ It touches a private JAX name, so it is applied only where it was checked: a jax
 
 from __future__ import annotations
 
-import os
+from nnjax._xla import _jaxlib_checked, opted_out
 
 _applied: bool | None = None
 
@@ -28,11 +28,7 @@ def use_unrolled_threefry_on_cpu() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get("NNJAX_XLA_DEFAULTS", "1") == "0":
-        return False
-    from nnjax._xla import _jaxlib_checked
-
-    if not _jaxlib_checked():
+    if opted_out() or not _jaxlib_checked():
         return False
     try:
         from jax._src.interpreters import mlir

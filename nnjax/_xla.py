@@ -23,6 +23,11 @@ _ACCELERATOR_PREFIXES = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu
 _CHECKED_JAXLIB = ("0.10.",)
 
 
+def opted_out() -> bool:
+    """True when ``NNJAX_XLA_DEFAULTS=0``: nnjax leaves XLA and JAX's lowerings as they come."""
+    return os.environ.get("NNJAX_XLA_DEFAULTS", "1") == "0"
+
+
 def _jaxlib_checked() -> bool:
     try:
         return metadata.version("jaxlib").startswith(_CHECKED_JAXLIB)
@@ -40,7 +45,7 @@ def _accelerator_plugin_installed() -> bool:
 
 def configure_cpu_flags() -> bool:
     """Add the CPU convolution flag to ``XLA_FLAGS`` when it is safe; True when added."""
-    if os.environ.get("NNJAX_XLA_DEFAULTS", "1") == "0" or "jax" in sys.modules:
+    if opted_out() or "jax" in sys.modules:
         return False
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_experimental_ynn_fusion_type" in flags or not _jaxlib_checked() or _accelerator_plugin_installed():

@@ -11,9 +11,10 @@ import pytest
 
 import nnjax.train.step  # noqa: F401  (importing the training step applies the lowering)
 from nnjax._threefry import use_unrolled_threefry_on_cpu
+from nnjax._xla import opted_out
 
 ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-OPTED_OUT = os.environ.get("NNJAX_XLA_DEFAULTS", "1") == "0"
+OPTED_OUT = opted_out()
 
 
 def threefry2x32_numpy(key: tuple[int, int], x0: np.ndarray, x1: np.ndarray):
