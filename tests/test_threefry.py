@@ -15,6 +15,8 @@ from nnjax._xla import opted_out
 
 ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 OPTED_OUT = opted_out()
+KEY = (0x13198A2E, 0x03707344)  # Random123's known-answer key and counter
+COUNT = (0x243F6A88, 0x85A308D3)
 
 
 def threefry2x32_numpy(key: tuple[int, int], x0: np.ndarray, x1: np.ndarray):
@@ -44,16 +46,15 @@ def test_lowering_is_in_effect_on_this_jaxlib():
 def test_random123_known_answer_and_numpy_reference():
     from jax.extend.random import threefry_2x32
 
-    key = jnp.array([0x13198A2E, 0x03707344], jnp.uint32)
-    count = jnp.array([0x243F6A88, 0x85A308D3], jnp.uint32)
-    out = np.asarray(jax.jit(threefry_2x32)(key, count))
+    key = jnp.array(KEY, jnp.uint32)
+    out = np.asarray(jax.jit(threefry_2x32)(key, jnp.array(COUNT, jnp.uint32)))
     assert out.tolist() == [0xC4923A9C, 0x483DF7A0]  # Random123's published test vector
 
     rng = np.random.default_rng(0)
     words = rng.integers(0, 2**32, size=2 * 4099, dtype=np.uint64).astype(np.uint32)
     got = np.asarray(jax.jit(threefry_2x32)(key, jnp.asarray(words)))
     half = words.size // 2
-    want0, want1 = threefry2x32_numpy((0x13198A2E, 0x03707344), words[:half], words[half:])
+    want0, want1 = threefry2x32_numpy(KEY, words[:half], words[half:])
     np.testing.assert_array_equal(got, np.concatenate([want0, want1]))
 
 
