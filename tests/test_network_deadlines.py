@@ -228,6 +228,22 @@ def test_explicit_hub_id_fails_with_one_sentence_within_the_deadline(hub):
                               "Face hub (no answer within 1 s; NNJAX_NETWORK_TIMEOUT sets the wait)")
 
 
+def test_the_http_clients_own_read_timeout_gives_the_same_sentence(hub, monkeypatch):
+    """The client's read time-out and the total deadline both expire after 1 s; on a loaded machine
+    the client's ReadTimeout can come first, and the sentence must not change with the winner."""
+    requests_exceptions = pytest.importorskip("requests.exceptions")
+    import huggingface_hub
+
+    def read_timeout(*args, **kwargs):
+        raise requests_exceptions.ReadTimeout("read timed out")
+
+    hub(_silent)
+    monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", read_timeout)
+    with pytest.raises(DataNotFoundError) as info:
+        hc.resolve_source("someone/some-model")
+    assert "(no answer within 1 s; NNJAX_NETWORK_TIMEOUT sets the wait)" in str(info.value)
+
+
 def test_hub_that_refuses_connections_is_one_sentence_too(hub, monkeypatch):
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]

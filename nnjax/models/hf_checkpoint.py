@@ -117,6 +117,11 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
+def _is_timeout(err: BaseException) -> bool:
+    """Whether ``err`` is a time-out of any HTTP client (``TimeoutError``, httpx's or requests' ``*Timeout``)."""
+    return isinstance(err, TimeoutError) or any("Timeout" in cls.__name__ for cls in type(err).__mro__)
+
+
 def _hub_source(repo_id: str, timeout: float | None = None) -> CheckpointSource:
     """Download (or reuse the cache of) a hub repository; the LFS blob name is its sha256, checked here.
 
@@ -151,10 +156,13 @@ def _hub_source(repo_id: str, timeout: float | None = None) -> CheckpointSource:
         try:  # the repository exists and the hub answers, within the look-up deadline
             with_deadline(lambda: HfApi(endpoint=endpoint).repo_info(repo_id, timeout=lookup), lookup,
                           f"the Hugging Face hub look-up of {repo_id!r}")
-        except NetworkTimeoutError:
-            online, reason = False, f"no answer within {lookup:g} s; {NETWORK_TIMEOUT_ENV} sets the wait"
-        except Exception as err:  # unreachable, unknown or gated repository, hub down
-            online, reason = False, type(err).__name__
+        except Exception as err:  # no answer in time; unreachable, unknown or gated repository, hub down
+            # The HTTP client's own read time-out (httpx/requests ReadTimeout) and the total deadline
+            # both expire after ``lookup`` seconds, so either may fire first: one reason for both.
+            timed_out = isinstance(err, NetworkTimeoutError) or _is_timeout(err)
+            online = False
+            reason = (f"no answer within {lookup:g} s; {NETWORK_TIMEOUT_ENV} sets the wait" if timed_out
+                      else type(err).__name__)
     try:
         if online:
             folder = Path(with_deadline(
