@@ -161,6 +161,11 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
    gradient is where a second core helps nnjax least; XLA offers no kernel here that divides it better.
    A profile cannot split the step further: XLA:CPU runs Eigen's convolutions asynchronously, so the
    trace charges them to whatever thunk waits on them (the conv2 input transpose shows 15 ms).
+15. The same benchmark on a 2-core AMD EPYC with AVX2 and no AVX-512 (``nnjax bench --only mnist
+   --out DIR``, 2026-12-02; results/mnist_epyc_avx2.md): nnjax 128.8 ms, torch.compile 149.3 ms,
+   PyTorch eager 156.0 ms on 2 threads (1.16x / 1.21x); one pinned core 195.0 / 237.5 / 253.2 ms
+   (1.22x / 1.30x). So the gap to torch.compile in the tables above is AVX-512's: on AVX2 oneDNN's
+   convolution kernels lose their lead over Eigen's, and nnjax is ahead on both thread counts.
 """
 
 
