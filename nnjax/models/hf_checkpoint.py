@@ -118,8 +118,9 @@ def _hub_offline() -> bool:
 
 
 def _is_timeout(err: BaseException) -> bool:
-    """Whether ``err`` is a time-out of any HTTP client (``TimeoutError``, httpx's or requests' ``*Timeout``)."""
-    return isinstance(err, TimeoutError) or any("Timeout" in cls.__name__ for cls in type(err).__mro__)
+    """Whether ``err`` is a time-out: nnjax's ``NetworkTimeoutError``, ``TimeoutError``, or an HTTP
+    client's own (httpx's or requests' ``*Timeout``), all named so somewhere in their class hierarchy."""
+    return any("Timeout" in cls.__name__ for cls in type(err).__mro__)
 
 
 def _hub_source(repo_id: str, timeout: float | None = None) -> CheckpointSource:
@@ -159,9 +160,8 @@ def _hub_source(repo_id: str, timeout: float | None = None) -> CheckpointSource:
         except Exception as err:  # no answer in time; unreachable, unknown or gated repository, hub down
             # The HTTP client's own read time-out (httpx/requests ReadTimeout) and the total deadline
             # both expire after ``lookup`` seconds, so either may fire first: one reason for both.
-            timed_out = isinstance(err, NetworkTimeoutError) or _is_timeout(err)
             online = False
-            reason = (f"no answer within {lookup:g} s; {NETWORK_TIMEOUT_ENV} sets the wait" if timed_out
+            reason = (f"no answer within {lookup:g} s; {NETWORK_TIMEOUT_ENV} sets the wait" if _is_timeout(err)
                       else type(err).__name__)
     try:
         if online:
