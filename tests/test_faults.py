@@ -43,6 +43,20 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(_command(*args), capture_output=True, text=True, timeout=timeout)
 
 
+def _run_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``nnjax ARGS`` in this process (``nnjax.cli.main``, argparse's exits included): the exit code and
+    what it printed, as :func:`_run` gives them, without a new interpreter's start-up (about 1.5 s each)."""
+    from nnjax.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
 def _deterministic(value):
     """``value`` without its timings (wall seconds, compile and step times differ between runs)."""
     if isinstance(value, dict):
@@ -219,14 +233,14 @@ def test_sigterm_ends_a_run_with_one_line_and_the_rerun_resumes(tmp_path):
     assert json.loads((out / "summary.json").read_text())["attempts"] == 2
 
 
-def test_a_live_run_locks_its_folder_and_a_killed_one_does_not(tmp_path):
+def test_a_live_run_locks_its_folder_and_a_killed_one_does_not(tmp_path, capsys):
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from nnjax.run_folder import claim; "
         f"folder = claim({str(out)!r}, {{'experiment': 'perceptron'}}); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    busy = _run("run", "perceptron", "--quick", "--no-progress", "--out", str(out))
+    busy = _run_here(capsys, "run", "perceptron", "--quick", "--no-progress", "--out", str(out))
     assert busy.returncode == 2
     assert f"nnjax: error: {str(out)!r} is in use by a live nnjax run (pid {holder.pid}" in busy.stderr
     assert "Traceback" not in busy.stderr
@@ -236,34 +250,34 @@ def test_a_live_run_locks_its_folder_and_a_killed_one_does_not(tmp_path):
     folder.release()
 
 
-def test_a_different_run_is_refused_and_the_same_one_is_not_repeated(tmp_path):
+def test_a_different_run_is_refused_and_the_same_one_is_not_repeated(tmp_path, capsys):
     out = str(tmp_path / "run")
-    first = _run("run", "perceptron", "--quick", "--no-progress", "--out", out)
+    first = _run_here(capsys, "run", "perceptron", "--quick", "--no-progress", "--out", out)
     assert first.returncode == 0, first.stderr
     summary = (tmp_path / "run" / "summary.json").read_text()
-    other = _run("run", "perceptron", "--quick", "--no-progress", "--seed", "5", "--lr", "0.5",
+    other = _run_here(capsys, "run", "perceptron", "--quick", "--no-progress", "--seed", "5", "--lr", "0.5",
                  "--out", out)
     assert other.returncode == 2
     line = other.stderr.strip()
     assert line.startswith(f"nnjax: error: {out!r} holds a different run (seed (0 -> 5), lr (")
     assert "pass --overwrite to start afresh there" in line and len(line.splitlines()) == 1
     assert (tmp_path / "run" / "summary.json").read_text() == summary  # nothing lost or mixed
-    again = _run("run", "perceptron", "--quick", "--no-progress", "--out", out)
+    again = _run_here(capsys, "run", "perceptron", "--quick", "--no-progress", "--out", out)
     assert again.returncode == 0 and "already holds this finished run" in again.stderr
     assert (tmp_path / "run" / "summary.json").read_text() == summary
-    fresh = _run("run", "perceptron", "--quick", "--no-progress", "--seed", "5", "--overwrite", "--out", out)
+    fresh = _run_here(capsys, "run", "perceptron", "--quick", "--no-progress", "--seed", "5", "--overwrite", "--out", out)
     assert fresh.returncode == 0, fresh.stderr
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 5
     assert json.loads((tmp_path / "run" / "run.json").read_text())["definition"]["seed"] == 5
-    nothing = _run("run", "perceptron", "--resume", "--no-progress", "--out", str(tmp_path / "empty"))
+    nothing = _run_here(capsys, "run", "perceptron", "--resume", "--no-progress", "--out", str(tmp_path / "empty"))
     assert nothing.returncode == 2 and "There is no run to resume in" in nothing.stderr
 
 
-def test_a_folder_of_an_older_nnjax_run_is_not_mixed_into(tmp_path):
+def test_a_folder_of_an_older_nnjax_run_is_not_mixed_into(tmp_path, capsys):
     out = tmp_path / "old"
     out.mkdir()
     (out / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
-    result = _run("run", "perceptron", "--quick", "--no-progress", "--out", str(out))
+    result = _run_here(capsys, "run", "perceptron", "--quick", "--no-progress", "--out", str(out))
     assert result.returncode == 2 and "holds a run without a run record (metrics.jsonl" in result.stderr
     assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.5}\n'
 
@@ -274,18 +288,18 @@ def test_a_folder_of_an_older_nnjax_run_is_not_mixed_into(tmp_path):
     ("--lr", "nan", "--lr must be a finite number, got nan"),
     ("--lr", "inf", "--lr must be a finite number, got inf"),
 ])
-def test_bad_numbers_are_one_sentence(tmp_path, option, value, message):
-    result = _run("run", "perceptron", "--quick", option, value, "--out", str(tmp_path / "run"))
+def test_bad_numbers_are_one_sentence(tmp_path, capsys, option, value, message):
+    result = _run_here(capsys, "run", "perceptron", "--quick", option, value, "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
-def test_unusable_output_and_cache_folders_are_one_sentence(tmp_path):
+def test_unusable_output_and_cache_folders_are_one_sentence(tmp_path, capsys):
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    under_file = _run("run", "perceptron", "--quick", "--out", str(a_file / "run"))
+    under_file = _run_here(capsys, "run", "perceptron", "--quick", "--out", str(a_file / "run"))
     assert under_file.returncode == 2 and "Cannot create the output folder" in under_file.stderr
-    cache = _run("run", "perceptron", "--quick", "--compile-cache", str(a_file), "--out", str(tmp_path / "r"))
+    cache = _run_here(capsys, "run", "perceptron", "--quick", "--compile-cache", str(a_file), "--out", str(tmp_path / "r"))
     assert cache.returncode == 2 and f"--compile-cache {str(a_file)!r} is a file" in cache.stderr
     for result in (under_file, cache):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
