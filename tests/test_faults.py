@@ -265,7 +265,8 @@ def test_a_different_run_is_refused_and_the_same_one_is_not_repeated(tmp_path, c
     again = _run_here(capsys, "run", "perceptron", "--quick", "--no-progress", "--out", out)
     assert again.returncode == 0 and "already holds this finished run" in again.stderr
     assert (tmp_path / "run" / "summary.json").read_text() == summary
-    fresh = _run_here(capsys, "run", "perceptron", "--quick", "--no-progress", "--seed", "5", "--overwrite", "--out", out)
+    fresh = _run_here(capsys, "run", "perceptron", "--quick", "--no-progress", "--seed", "5", "--overwrite",
+                      "--out", out)
     assert fresh.returncode == 0, fresh.stderr
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 5
     assert json.loads((tmp_path / "run" / "run.json").read_text())["definition"]["seed"] == 5
@@ -299,7 +300,8 @@ def test_unusable_output_and_cache_folders_are_one_sentence(tmp_path, capsys):
     a_file.write_text("x")
     under_file = _run_here(capsys, "run", "perceptron", "--quick", "--out", str(a_file / "run"))
     assert under_file.returncode == 2 and "Cannot create the output folder" in under_file.stderr
-    cache = _run_here(capsys, "run", "perceptron", "--quick", "--compile-cache", str(a_file), "--out", str(tmp_path / "r"))
+    cache = _run_here(capsys, "run", "perceptron", "--quick", "--compile-cache", str(a_file),
+                      "--out", str(tmp_path / "r"))
     assert cache.returncode == 2 and f"--compile-cache {str(a_file)!r} is a file" in cache.stderr
     for result in (under_file, cache):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

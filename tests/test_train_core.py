@@ -227,3 +227,24 @@ def test_run_once_init_is_the_eager_init_bit_for_bit():
                               ["conv"]["kernel"])
     traced = jax.jit(lambda k: run_once(lambda k2: model.init(k2, x), k))(key)  # inside jit: part of that program
     assert np.array_equal(traced["params"]["dense"]["kernel"], eager["params"]["dense"]["kernel"])
+
+
+def test_variable_shapes_are_init_s_shapes_traced_once_per_model_and_input_shape():
+    from nnjax.train.init import variable_shapes
+
+    class Pair(nn.Module):
+        width: int
+
+        @nn.compact
+        def __call__(self, x, extra):
+            return nn.Dense(self.width)(x) + nn.Dense(self.width, name="side")(extra["y"])
+
+    x, extra = jnp.zeros((2, 3)), {"y": np.zeros((2, 5), np.float32)}
+    shapes = variable_shapes(Pair(4), x, extra)
+    direct = jax.eval_shape(lambda: Pair(4).init(jax.random.key(0), x, extra))
+    assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(direct)
+    assert [(s.shape, s.dtype) for s in jax.tree_util.tree_leaves(shapes)] == \
+           [(s.shape, s.dtype) for s in jax.tree_util.tree_leaves(direct)]
+    assert variable_shapes(Pair(4), jnp.ones((2, 3)), extra) is shapes  # an equal model and input shapes: cached
+    assert variable_shapes(Pair(6), x, extra)["params"]["side"]["kernel"].shape == (5, 6)  # another model
+    assert variable_shapes(Pair(4), jnp.zeros((2, 7)), extra)["params"]["Dense_0"]["kernel"].shape == (7, 4)

@@ -110,9 +110,10 @@ def _template(variant: str, include_top: bool, num_classes: int) -> dict[str, tu
     import jax.numpy as jnp
 
     from nnjax.models.efficientnet_lite import EfficientNetLite
+    from nnjax.train.init import variable_shapes
 
     model = EfficientNetLite(variant=variant, include_top=include_top, num_classes=num_classes)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32)))
+    shapes = variable_shapes(model, jnp.zeros((1, 32, 32, 3), jnp.float32))
     return {
         "/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
         for path, leaf in jax.tree_util.tree_flatten_with_path(dict(shapes))[0]

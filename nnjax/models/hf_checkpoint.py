@@ -350,10 +350,10 @@ def init_params(model: Any, seed: int = 0) -> dict[str, Any]:
     import jax.numpy as jnp
 
     from nnjax.models.bert import ClassificationHead
-    from nnjax.train.init import run_once
+    from nnjax.train.init import run_once, variable_shapes
 
     ids = jnp.zeros((1, 2), jnp.int32)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, jnp.ones_like(ids))["params"])
+    shapes = variable_shapes(model, ids, jnp.ones_like(ids))["params"]
     head = ClassificationHead(model.config, model.num_labels, model.head_type)
     pooled = jnp.zeros((1, model.config.hidden_size), jnp.float32)
     head_params = run_once(lambda key: head.init(key, pooled, train=False)["params"], jax.random.key(seed))

@@ -177,14 +177,15 @@ def _convert(
     what: str,
 ) -> tuple[dict, MergeReport]:
     """Converted values by Flax path -> ``{"params", "batch_stats"}`` through :func:`merge` against
-    the model's shapes (``jax.eval_shape``: every variable must come from the file, shaped alike)."""
-    import jax
+    the model's shapes (:func:`~nnjax.train.init.variable_shapes`: every variable must come from the file, shaped
+    alike)."""
     import jax.numpy as jnp
 
     from nnjax.models.mobilenet_v2 import MobileNetV2
+    from nnjax.train.init import variable_shapes
 
     model = MobileNetV2(alpha=alpha, include_top=include_top, num_classes=num_classes, origin=origin)
-    template = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3), jnp.float32)))
+    template = variable_shapes(model, jnp.zeros((1, 224, 224, 3), jnp.float32))
     return merge(dict(template), loaded, what=what, unused=unused, hint="check alpha, include_top and the file")
 
 

@@ -12,6 +12,7 @@ On other backends the program is compiled with their defaults.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -36,3 +37,30 @@ def run_once(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)  # already inside a traced function: it becomes part of that program
     options = RUN_ONCE_OPTIONS if jax.default_backend() == "cpu" else None
     return jax.jit(fn).lower(*args).compile(compiler_options=options)(*args)
+
+
+def variable_shapes(model: Any, *example: Any) -> Any:
+    """``jax.eval_shape`` of ``model.init(key, *example)``: every variable's ``jax.ShapeDtypeStruct``, no compute.
+
+    ``example``: arrays (or pytrees of arrays) whose shapes and dtypes ``init`` traces with; only
+    their shapes and dtypes matter. The result is cached per ``(model, example shapes)`` in this
+    process: tracing a MobileNetV2's ``init`` takes 0.5-1.8 s on a 2-core CPU, and every load of
+    pretrained weights and of an export needs the same tree. Treat it as read-only.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(example)
+    signature = (treedef, tuple((tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves))
+    try:
+        return _cached_shapes(model, signature)
+    except TypeError:  # a module with an unhashable field: traced every time
+        return _trace_shapes(model, signature)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_shapes(model: Any, signature: tuple) -> Any:
+    return _trace_shapes(model, signature)
+
+
+def _trace_shapes(model: Any, signature: tuple) -> Any:
+    treedef, specs = signature
+    example = jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in specs])
+    return jax.eval_shape(lambda *args: model.init(jax.random.key(0), *args), *example)

@@ -185,6 +185,7 @@ def load_classifier(folder: str | Path, expected_model: str | None = None) -> Lo
     import jax
 
     from nnjax.train.checkpoint import VARIABLES_DIR, _file_digests, load_model
+    from nnjax.train.init import variable_shapes
     from nnjax.transfer.backbones import Backbone, build_module, image_preprocessing
     from nnjax.transfer.heads import HeadConfig
 
@@ -204,7 +205,7 @@ def load_classifier(folder: str | Path, expected_model: str | None = None) -> Lo
         else:
             ids = jax.numpy.zeros((1, 2), jax.numpy.int32)
             dummy = {"input_ids": ids, "attention_mask": ids + 1}
-        return jax.eval_shape(lambda: model.init(jax.random.key(0), dummy))
+        return variable_shapes(model, dummy)
 
     variables, meta = load_model(folder, expected_model=expected_model, template=template)
     recorded = meta.get(DIGESTS)
