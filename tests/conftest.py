@@ -22,6 +22,10 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 # in-process turn it on in their worker, as the CLI does): their programs are mostly distinct, writing
 # each one cost about 5 % (test_nn_optim + test_cnn: 46.3 s without, 48.5 s with), and caching only
 # programs that took over 1 s to compile left a cold suite unchanged (7 min 57 s both ways).
+# XLA flags that compile faster were measured and left out, since the tests should run what users run:
+# --xla_cpu_use_fusion_emitters=false cut the suite's backend compile 205 -> 177 s (5 min 43 s -> 5 min 27 s)
+# but ran MobileNetV2's full fine-tuning step 1.07 -> 2.10 s and the LSTM step 2.95 -> 5.66 ms; LLVM level 0
+# cut compiles 66 -> 40 s on five heavy modules with the same wall time (2-core AVX-512 EPYC, 2026-12-03).
 if "NNJAX_COMPILATION_CACHE" not in os.environ:
     from nnjax.machine import cpu_tag
 
