@@ -256,7 +256,7 @@ def test_a_different_run_is_refused_and_the_same_one_is_not_repeated(tmp_path, c
     assert first.returncode == 0, first.stderr
     summary = (tmp_path / "run" / "summary.json").read_text()
     other = _run_here(capsys, "run", "perceptron", "--quick", "--no-progress", "--seed", "5", "--lr", "0.5",
-                 "--out", out)
+                      "--out", out)
     assert other.returncode == 2
     line = other.stderr.strip()
     assert line.startswith(f"nnjax: error: {out!r} holds a different run (seed (0 -> 5), lr (")

@@ -50,9 +50,10 @@ def variable_shapes(model: Any, *example: Any) -> Any:
     leaves, treedef = jax.tree_util.tree_flatten(example)
     signature = (treedef, tuple((tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves))
     try:
-        return _cached_shapes(model, signature)
+        hash(model)
     except TypeError:  # a module with an unhashable field: traced every time
         return _trace_shapes(model, signature)
+    return _cached_shapes(model, signature)
 
 
 @functools.lru_cache(maxsize=32)
