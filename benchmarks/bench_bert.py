@@ -80,7 +80,7 @@ def nnjax_steps(pre, ids, mask, labels):
     variables = classifier.init_variables(0)
     params = variables["params"]
     mask_tree = path_mask(params, r"head/.*")
-    copy = lambda: jax.tree_util.tree_map(jnp.array, params)  # noqa: E731 -- each state owns its buffers
+    copy = lambda: jax.device_put(params, may_alias=False)  # noqa: E731 -- each state owns its buffers
     batch = {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(mask), "label": jnp.asarray(labels),
              "mask": jnp.ones(BATCH, jnp.float32)}
     adam = optax.adam(1e-3)

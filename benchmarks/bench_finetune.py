@@ -185,7 +185,7 @@ def _nnjax_image_steps(images: np.ndarray, labels: np.ndarray) -> tuple[dict, di
     for name, train in (("top 3 blocks + last conv + head", "top-k"), ("everything", "all")):
         mask = path_mask(variables["params"], backbone.trainable_patterns(train, MOBILENET_TOP_K))
         first = backbone.first_trainable_group(variables["params"], mask)
-        fresh = jax.tree_util.tree_map(jnp.array, variables)
+        fresh = jax.device_put(variables, may_alias=False)
         state = create_train_state(fresh["params"], tx, rng=jax.random.key(0), batch_stats=fresh["batch_stats"],
                                    trainable=mask)
         batch = {"image": jnp.asarray(images), "label": label, "mask": ones}
@@ -194,7 +194,7 @@ def _nnjax_image_steps(images: np.ndarray, labels: np.ndarray) -> tuple[dict, di
         if first > 0:
             part = classifier.backbone_part(variables, ArrayExamples({"image": images}, labels), 0, first,
                                             len(labels))
-            fresh = jax.tree_util.tree_map(jnp.array, variables)
+            fresh = jax.device_put(variables, may_alias=False)
             state = create_train_state(fresh["params"], tx, rng=jax.random.key(0),
                                        batch_stats=fresh["batch_stats"], trainable=mask)
             cached = {**{k: jnp.asarray(v) for k, v in part.arrays.items()}, "label": label, "mask": ones}
@@ -339,7 +339,7 @@ def _nnjax_text_steps(pre, ids: np.ndarray, attention: np.ndarray, labels: np.nd
     steps = {}
     for impl, start, arrays in (("nnjax", 0, tokens.buckets[0].arrays),
                                 ("nnjax from the cached boundary (as sms-spam runs it)", first, cached[0].arrays)):
-        state = create_train_state(jax.tree_util.tree_map(jnp.array, variables["params"]), tx,
+        state = create_train_state(jax.device_put(variables["params"], may_alias=False), tx,
                                    rng=jax.random.key(0), trainable=mask)
         batch = {**{k: jnp.asarray(v) for k, v in arrays.items()}, **extra}
         steps[impl] = (make_train_step(classifier.loss_fn(start, trainable_from=first), tx, trainable=mask),

@@ -86,14 +86,13 @@ def _nnjax_loss(impl: str, unroll: int):
 def nnjax_steps(params: dict, x: np.ndarray, y: np.ndarray, impl: str = "fused", unroll: int = 1):
     """``(run_k(k) -> loss, first_loss, compile_s)``: k train steps on one device-resident batch."""
     import jax
-    import jax.numpy as jnp
     import optax
 
     from nnjax.train.state import create_train_state
     from nnjax.train.step import make_train_step
 
     tx = optax.adam(LR)
-    state = create_train_state(jax.tree_util.tree_map(jnp.array, params), tx, rng=jax.random.PRNGKey(0))
+    state = create_train_state(jax.device_put(params, may_alias=False), tx, rng=jax.random.PRNGKey(0))
     step = make_train_step(_nnjax_loss(impl, unroll), tx)
     batch = jax.device_put({"x": x[:BATCH], "y": y[:BATCH], "mask": np.ones(BATCH, np.float32)})
     holder = {}
@@ -113,7 +112,6 @@ def nnjax_steps(params: dict, x: np.ndarray, y: np.ndarray, impl: str = "fused",
 def nnjax_fit_steps(params: dict, x: np.ndarray, y: np.ndarray):
     """``run_epoch() -> steps``: one epoch of the shared ``fit`` loop over all batches."""
     import jax
-    import jax.numpy as jnp
     import optax
 
     from nnjax.data.batching import ArrayLoader
@@ -123,7 +121,7 @@ def nnjax_fit_steps(params: dict, x: np.ndarray, y: np.ndarray):
 
     tx = optax.adam(LR)
     holder = {
-        "state": create_train_state(jax.tree_util.tree_map(jnp.array, params), tx, rng=jax.random.PRNGKey(0))
+        "state": create_train_state(jax.device_put(params, may_alias=False), tx, rng=jax.random.PRNGKey(0))
     }
     step = make_train_step(_nnjax_loss("fused", 1), tx)
     loader = ArrayLoader({"x": x, "y": y}, BATCH, shuffle=True, seed=0)

@@ -42,7 +42,7 @@ def nnjax_step(batch_size: int, params_np: dict, x: np.ndarray, y: np.ndarray, o
         return softmax_cross_entropy_int(logits, batch["y"]), {}
 
     tx = adam(1e-3) if optimizer == "nnjax" else optax.adam(1e-3)
-    params = jax.tree_util.tree_map(jnp.asarray, params_np)
+    params = jax.device_put(params_np)
     state = create_train_state(params, tx, rng=jax.random.PRNGKey(0))
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "mask": jnp.ones(batch_size, jnp.float32)}
     step = make_train_step(loss_fn, tx)

@@ -245,7 +245,7 @@ def _nnjax_train_step(impl: str, variables: dict, x: np.ndarray, y: np.ndarray):
         return loss, {"batch_stats": updates["batch_stats"]}
 
     tx = optax.adam(1e-3)
-    fresh = jax.tree_util.tree_map(jnp.array, variables)
+    fresh = jax.device_put(variables, may_alias=False)
     state = create_train_state(fresh["params"], tx, rng=jax.random.PRNGKey(0), batch_stats=fresh["batch_stats"])
     batch = {"image": jnp.asarray(x), "label": jnp.asarray(y), "mask": jnp.ones(len(y), jnp.float32)}
     step = make_train_step(loss_fn, tx)
@@ -314,7 +314,7 @@ def worker(threads: int, rounds: int, block: int, compile_torch: bool) -> dict:
     # inference: eval mode, batch 1000 and batch 1 (the thesis's test loop feeds one image at a time)
     images = rng.random((INFER_BATCH, 28, 28, 1), dtype=np.float32)
     infer = {}
-    device_vars = jax.tree_util.tree_map(jnp.asarray, variables)
+    device_vars = jax.device_put(variables)
     for impl in ("xla", "fast"):
         model = ThesisCNN(conv_impl=impl)
         apply = jax.jit(lambda v, a, m=model: m.apply(v, a))

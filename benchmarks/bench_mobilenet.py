@@ -130,7 +130,7 @@ def nnjax_steps(weights, images: np.ndarray, labels: np.ndarray) -> dict:
     image_loss = classifier.loss_fn(0)
 
     def fresh():
-        return jax.tree_util.tree_map(jnp.array, variables)
+        return jax.device_put(variables, may_alias=False)
 
     steps = {}
     naive_tx = optax.chain(optax.adam(1e-3), optax.masked(optax.set_to_zero(), frozen))

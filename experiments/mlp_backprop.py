@@ -184,7 +184,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     for name, model, hand in (("backprop", mlp, True), ("autograd", mlp, False), ("linear", linear, False)):
         params = mlp_params if model is mlp else run_once(model.init, init_key, x[:1])["params"]
         tx = _make_tx(config, track=name == "backprop")
-        state = create_train_state(jax.tree.map(jnp.array, params), tx, rng=jax.random.PRNGKey(ctx.seed + 1))
+        state = create_train_state(jax.device_put(params, may_alias=False), tx, rng=jax.random.PRNGKey(ctx.seed + 1))
         loss_fn = _loss_fn(model, config, hand)
         if model not in eval_steps:  # evaluation is forward-only: backprop and autograd share it
             eval_steps[model] = make_eval_step(_loss_fn(model, config, hand=False))

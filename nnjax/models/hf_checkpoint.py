@@ -456,7 +456,7 @@ def load_pretrained(
         init_params(model, seed), loaded, what=source.name, unused=unused,
         hint=f"config.json does not match the weights (a {config.model_type} encoder with {config.num_layers} layers)",
     )
-    params = jax.tree_util.tree_map(jax.numpy.asarray, params)  # on the device once, not per call
+    params = jax.device_put(params)  # on the device once, not per call (one transfer, no programs)
     tok = load_tokenizer(source.folder) if tokenizer else None
     max_length = model_max_length(tok, config) if tok is not None else config.max_position_embeddings
     return Pretrained(model, params, tok, source, report, max_length)

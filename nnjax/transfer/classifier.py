@@ -86,7 +86,8 @@ class Classifier:
         variables = self.backbone.variables
         params = {"backbone": variables["params"], "head": head}
         stats = {"backbone": variables["batch_stats"]} if variables.get("batch_stats") else {}
-        return jax.tree_util.tree_map(jnp.asarray, {"params": params, "batch_stats": stats})
+        # one device_put for the tree: jnp.asarray per leaf compiled a copy program per distinct shape
+        return jax.device_put({"params": params, "batch_stats": stats})
 
     # ------------------------------------------------------------------ training
 

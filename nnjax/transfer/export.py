@@ -224,7 +224,7 @@ def load_classifier(folder: str | Path, expected_model: str | None = None) -> Lo
                         module=built["module"], variables={}, groups=built["groups"], feature_size=built["features"],
                         spec=meta["backbone"], source=meta.get("backbone_source", {}), **extra)
     classifier = Classifier(backbone, built["head"], tuple(meta["classes"]), dtype=meta.get("dtype", "float32"))
-    variables = jax.tree_util.tree_map(jax.numpy.asarray, dict(variables))
+    variables = jax.device_put(dict(variables))
     variables.setdefault("batch_stats", {})
     return LoadedClassifier(classifier, variables, meta)
 

@@ -136,7 +136,7 @@ def fit_stages(
         loss = with_compute_dtype(classifier.loss_fn(start, trainable_from=first,
                                                      augment=augment if stage.augment else None,
                                                      label_smoothing=stage.label_smoothing), classifier.dtype)
-        fresh = jax.tree_util.tree_map(jax.numpy.array, variables)  # the step donates its state: keep ours
+        fresh = jax.device_put(variables, may_alias=False)  # the step donates its state: keep ours (a copy)
         state = create_train_state(fresh["params"], tx, rng=jax.random.key(ctx.seed + index),
                                    batch_stats=fresh["batch_stats"], trainable=mask)
 
