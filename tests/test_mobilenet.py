@@ -219,7 +219,7 @@ def test_partitioned_freezing_equals_masked_updates_with_less_compute_and_state(
     frozen = jax.tree_util.tree_map(lambda m: not m, mask)
     loss = classifier.loss_fn(START)
     batch = _activations(classifier, variables, 5)
-    copy = lambda: jax.tree_util.tree_map(jnp.array, variables)  # noqa: E731 (the step donates its state)
+    copy = lambda: jax.device_put(variables, may_alias=False)  # noqa: E731 (the step donates its state)
 
     naive_tx = optax.chain(optax.adam(1e-2), optax.masked(optax.set_to_zero(), frozen))
     v = copy()
@@ -280,7 +280,7 @@ def test_cached_features_train_the_same_head_as_the_frozen_network(small):
     tx = optax.adam(1e-2)
     results = []
     for start, data in ((START, batch), (classifier.backbone.depth, {**batch, "features": jnp.asarray(features)})):
-        v = jax.tree_util.tree_map(jnp.array, variables)
+        v = jax.device_put(variables, may_alias=False)
         state = create_train_state(
             v["params"], tx, rng=jax.random.key(0), batch_stats=v["batch_stats"], trainable=mask
         )
