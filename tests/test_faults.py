@@ -1,9 +1,10 @@
 """What nnjax survives: kills at random moments, damaged checkpoints, a second run on a busy or
 foreign folder, interrupts during writes, bad numbers on the command line.
 
-The kill tests run the real command line in subprocesses: an uninterrupted run, then the same
-command killed with SIGKILL at a random moment (the seed of that choice is in the failure
-message) and rerun, and compare everything but timings bit for bit, exported weights included.
+The kill tests run the real command line: an uninterrupted run (in the test's process, through
+``nnjax.cli.main``), then the same command in a new process killed with SIGKILL at a random moment
+(the seed of that choice is in the failure message) and rerun in another, and compare everything
+but timings bit for bit, exported weights included.
 """
 
 from __future__ import annotations
@@ -86,9 +87,10 @@ def _kill_at_random_moment(args: list[str], out: Path, lines: range, seed: int) 
     return target
 
 
-def _assert_kill_then_rerun_equals_uninterrupted(tmp_path: Path, args: list[str], lines: range) -> dict:
-    """Run ``args`` uninterrupted and killed-then-rerun; assert equal results; return the rerun's summary."""
-    reference = _run(*args, "--out", str(tmp_path / "reference"))
+def _assert_kill_then_rerun_equals_uninterrupted(tmp_path: Path, capsys, args: list[str], lines: range) -> dict:
+    """Run ``args`` uninterrupted (in this process) and killed-then-rerun (in new ones); assert equal results,
+    bit for bit; return the rerun's summary."""
+    reference = _run_here(capsys, *args, "--out", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
     seed = random.SystemRandom().randrange(1 << 30)
     killed_at = _kill_at_random_moment(args, tmp_path / "killed", lines, seed)
@@ -102,10 +104,10 @@ def _assert_kill_then_rerun_equals_uninterrupted(tmp_path: Path, args: list[str]
     return got
 
 
-def test_mnist_killed_at_a_random_step_then_rerun_equals_an_uninterrupted_run(tmp_path, real_data_dir):
+def test_mnist_killed_at_a_random_step_then_rerun_equals_an_uninterrupted_run(tmp_path, capsys, real_data_dir):
     args = ["run", "mnist", "--recipe", "thesis", "--train-size", "640", "--test-size", "300", "--epochs", "3",
             "--log-every", "1", "--checkpoint-seconds", "0", "--no-progress"]
-    summary = _assert_kill_then_rerun_equals_uninterrupted(tmp_path, args, range(1, 18))
+    summary = _assert_kill_then_rerun_equals_uninterrupted(tmp_path, capsys, args, range(1, 18))
     assert len(summary["test_accuracy_by_epoch"]) == 3
     lines = read_metrics(tmp_path / "killed" / "metrics.jsonl")
     steps = [line["step"] for line in lines if "loss" in line and "epoch" in line and "train_loss" not in line]
@@ -116,11 +118,11 @@ def test_mnist_killed_at_a_random_step_then_rerun_equals_an_uninterrupted_run(tm
         assert summary["compile_s"] == pytest.approx(compiles[-1], abs=0.006)
 
 
-def test_cats_vs_dogs_two_stages_and_cached_features_survive_a_kill(tmp_path, real_data_dir):
+def test_cats_vs_dogs_two_stages_and_cached_features_survive_a_kill(tmp_path, capsys, real_data_dir):
     args = ["run", "cats-vs-dogs", "--limit-per-class", "10", "--image-size", "64", "--epochs", "3",
             "--fine-tune-blocks", "1", "--fine-tune-epochs", "2", "--batch-size", "8", "--grid-images", "0",
             "--checkpoint-seconds", "0", "--no-progress"]
-    summary = _assert_kill_then_rerun_equals_uninterrupted(tmp_path, args, range(0, 9))
+    summary = _assert_kill_then_rerun_equals_uninterrupted(tmp_path, capsys, args, range(0, 9))
     assert [(h["stage"], h["epoch"]) for h in summary["history"]] == [("head", 1), ("head", 2), ("head", 3),
                                                                        ("fine-tune", 1), ("fine-tune", 2)]
     assert len(list((tmp_path / "killed" / "cache").glob("boundaries-*.npz"))) == 1
@@ -216,7 +218,7 @@ def test_interrupt_during_a_write_waits_for_the_write():
 
 def test_sigterm_ends_a_run_with_one_line_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "run"
-    args = ["run", "lstm-prices", "--epochs", "60", "--no-progress", "--out", str(out)]
+    args = ["run", "lstm-prices", "--epochs", "30", "--no-progress", "--out", str(out)]  # 0.2 s an epoch
     proc = subprocess.Popen(_command(*args, "--checkpoint-seconds", "0"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
