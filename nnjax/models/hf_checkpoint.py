@@ -375,13 +375,20 @@ def config_num_labels(config: dict[str, Any]) -> int | None:
 
 
 def load_tokenizer(folder: str | Path):
-    """The checkpoint's tokenizer via ``transformers.AutoTokenizer.from_pretrained(folder)``."""
+    """The checkpoint's tokenizer: its ``tokenizer.json`` through the ``tokenizers`` library
+    (:mod:`nnjax.data.tokenizer`, no transformers or torch import), else (no tokenizer.json, or a
+    normaliser transformers would rebuild) ``transformers.AutoTokenizer.from_pretrained(folder)``."""
     folder = Path(folder)
     if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         raise NnjaxError(
             f"{str(folder)!r} has no tokenizer files (tokenizer.json or vocab.txt); "
             "save the tokenizer into the model folder with tokenizer.save_pretrained(folder)."
         )
+    from nnjax.data.tokenizer import from_folder
+
+    fast = from_folder(folder)
+    if fast is not None:
+        return fast
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
