@@ -128,6 +128,22 @@ def test_effective_step_k():
     assert float(stats["k_max_abs"]) == pytest.approx(float(flat.max()), rel=1e-6)
 
 
+def test_median_without_a_sort_is_numpy_s_nanmedian_exactly():
+    """The statistics' median counts instead of sorting; on odd and even counts, values spanning 20 orders
+    of magnitude, ties, zeros, infinities and gradients of 0 (NaN here) it is NumPy's value, bit for bit."""
+    rng = np.random.default_rng(0)
+    spread = (np.abs(rng.normal(size=1001)) * 10.0 ** rng.uniform(-10, 10, 1001)).astype(np.float32)
+    cases = [spread, spread[:1000], np.array([3.0, 1.0, 2.0, 2.0], np.float32), np.zeros(6, np.float32),
+             np.array([np.inf, 1.0, np.inf], np.float32), np.array([1.0, np.inf], np.float32),
+             np.array([5.0], np.float32)]
+    with_nan = spread.copy()
+    with_nan[::3] = np.nan
+    median = jax.jit(optim._nanmedian_of_nonnegative)
+    for values in [*cases, with_nan]:
+        assert float(median(values)) == float(np.nanmedian(values)), values[:5]
+    assert np.isnan(float(median(np.full(4, np.nan, np.float32))))
+
+
 def test_tracked_k_stats_live_in_the_optimizer_state():
     params = _params()
     tx = optax.chain(optax.clip_by_global_norm(1e6), optim.adam(0.01, track_effective_step=True))
