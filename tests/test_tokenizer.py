@@ -42,7 +42,7 @@ def test_ids_equal_transformers_on_every_sms_and_odd_texts():
     assert isinstance(fast, FastTokenizer) and fast.model_max_length == 512
     reference = transformers.AutoTokenizer.from_pretrained(str(folder))
     texts = _texts()
-    for max_length in (2, 3, 16, 64, 512):
+    for max_length in (2, 64, 512):  # only the special tokens, the runs' length, about no limit
         ours, theirs = tokenize(fast, texts, max_length), tokenize(reference, texts, max_length)
         differ = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a.tolist() != b.tolist()]
         assert not differ, (max_length, [texts[i][:40] for i in differ[:3]])
