@@ -86,6 +86,11 @@ def test_a_normaliser_transformers_would_rebuild_goes_to_transformers(tmp_path):
     assert not isinstance(tokenizer, FastTokenizer)
     lower, upper = tokenize(tokenizer, ["hello", "HELLO"], 8)
     assert lower.tolist() != upper.tolist()  # the cased normaliser keeps capitals (MiniLM's lowercases them)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    assert isinstance(from_folder(folder), FastTokenizer)
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    (folder / "tokenizer.json").write_text(json.dumps({**spec, "normalizer": {"type": "Lowercase"}}))
+    assert from_folder(folder) is None  # not a BERT WordPiece tokenizer: transformers loads it
     (folder / "tokenizer.json").unlink()
     assert from_folder(folder) is None  # vocab.txt only: transformers builds the tokenizer
 

@@ -6,9 +6,11 @@ every process that encodes text (``nnjax predict`` on a text classifier, every t
 :class:`FastTokenizer` does what nnjax asks of a tokenizer (ids with the special tokens,
 truncated, unpadded; ``model_max_length``; ``save_pretrained``), and the padded batches scripts
 ask for, with ``tokenizers`` alone.
-:func:`from_folder` returns None where ``tokenizer.json`` is missing or its BERT normaliser
-disagrees with ``tokenizer_config.json`` (transformers rebuilds the normaliser then); the caller
-falls back to transformers.
+:func:`from_folder` takes BERT WordPiece tokenizers (the encoders nnjax loads) and returns None
+where ``tokenizer.json`` is missing, is another family, or has a normaliser that disagrees with
+``tokenizer_config.json`` (transformers rebuilds the normaliser then); the caller falls back to
+transformers. A FastTokenizer sets truncation and padding per call: share one between threads
+only with a lock (transformers' fast tokenizers behave the same).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 #: Files of a Hugging Face tokenizer folder that ``save_pretrained`` carries over, when present.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -59,8 +63,6 @@ class FastTokenizer:
         them). ``padding``: to the longest text (True / ``"longest"``) or to ``max_length``.
         ``return_tensors="np"``: int64 ``[N, L]`` arrays (needs padding); else lists of ids.
         """
-        import numpy as np
-
         single = isinstance(texts, str)
         batch = [texts] if single else list(texts)
         if padding not in (False, True, "longest", "max_length", "do_not_pad"):
@@ -100,11 +102,13 @@ class FastTokenizer:
 
 
 def _normaliser_agrees(spec: dict[str, Any], config: dict[str, Any]) -> bool:
-    """Whether transformers would keep ``tokenizer.json``'s normaliser as it is (it rebuilds a
-    BertNormalizer whose settings differ from ``tokenizer_config.json``'s)."""
+    """Whether this is a BERT WordPiece tokenizer (the vocabularies of the BERT / DistilBERT encoders
+    nnjax loads) whose normaliser transformers keeps as it is: it rebuilds a BertNormalizer whose
+    settings differ from ``tokenizer_config.json``'s. Other families (whose transformers classes
+    adjust more at load time) go to transformers."""
     normalizer = spec.get("normalizer") or {}
-    if normalizer.get("type") != "BertNormalizer":
-        return True
+    if normalizer.get("type") != "BertNormalizer" or (spec.get("model") or {}).get("type") != "WordPiece":
+        return False
     return all(normalizer.get(field) == config[key] for key, field in _BERT_NORMALIZER_KEYS.items() if key in config)
 
 
