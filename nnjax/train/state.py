@@ -43,13 +43,17 @@ def create_train_state(
     """A fresh state. ``trainable`` is a bool mask (see ``freeze.path_mask``) or None for all.
 
     The optimizer is initialised on the trainable partition only, so frozen parameters
-    carry no optimizer state (Adam's m and v would double their memory otherwise).
+    carry no optimizer state (Adam's m and v would double their memory otherwise). Its init runs
+    as one XLA program (:func:`~nnjax.train.init.run_once`): eagerly, every distinct parameter
+    shape compiled its own zeros (MobileNetV2, everything trainable: 1.24 -> 0.54 s in a new process).
     """
+    from nnjax.train.init import run_once
+
     train_part = params if trainable is None else partition(params, trainable)[0]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=batch_stats if batch_stats is not None else {},
-        opt_state=tx.init(train_part),
+        opt_state=run_once(tx.init, train_part),
         rng=rng,
     )
