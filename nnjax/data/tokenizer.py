@@ -53,6 +53,7 @@ class FastTokenizer:
         self._tokenizer = tokenizer
         self.model_max_length = model_max_length
         self.pad_token = pad_token
+        self._pad_id = tokenizer.token_to_id(pad_token)
 
     def __call__(self, texts: str | Sequence[str], *, truncation: bool = False, max_length: int | None = None,
                  padding: bool | str = False, return_attention_mask: bool = True,
@@ -76,7 +77,7 @@ class FastTokenizer:
         else:
             self._tokenizer.no_truncation()
         if padding in (True, "longest", "max_length"):
-            self._tokenizer.enable_padding(pad_id=self._tokenizer.token_to_id(self.pad_token), pad_token=self.pad_token,
+            self._tokenizer.enable_padding(pad_id=self._pad_id, pad_token=self.pad_token,
                                            length=int(max_length) if padding == "max_length" else None)
         else:
             self._tokenizer.no_padding()
@@ -101,7 +102,7 @@ class FastTokenizer:
                 shutil.copyfile(self.folder / name, target / name)
 
 
-def _normaliser_agrees(spec: dict[str, Any], config: dict[str, Any]) -> bool:
+def _readable_without_transformers(spec: dict[str, Any], config: dict[str, Any]) -> bool:
     """Whether this is a BERT WordPiece tokenizer (the vocabularies of the BERT / DistilBERT encoders
     nnjax loads) whose normaliser transformers keeps as it is: it rebuilds a BertNormalizer whose
     settings differ from ``tokenizer_config.json``'s. Other families (whose transformers classes
@@ -124,7 +125,7 @@ def from_folder(folder: str | Path) -> FastTokenizer | None:
         config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
     except (OSError, ValueError):
         return None  # transformers gives the error its own words
-    if not isinstance(spec, dict) or not isinstance(config, dict) or not _normaliser_agrees(spec, config):
+    if not isinstance(spec, dict) or not isinstance(config, dict) or not _readable_without_transformers(spec, config):
         return None
     from tokenizers import Tokenizer
 

@@ -376,8 +376,9 @@ def config_num_labels(config: dict[str, Any]) -> int | None:
 
 def load_tokenizer(folder: str | Path):
     """The checkpoint's tokenizer: its ``tokenizer.json`` through the ``tokenizers`` library
-    (:mod:`nnjax.data.tokenizer`, no transformers or torch import), else (no tokenizer.json, or a
-    normaliser transformers would rebuild) ``transformers.AutoTokenizer.from_pretrained(folder)``."""
+    (:mod:`nnjax.data.tokenizer`, no transformers or torch import) for BERT WordPiece tokenizers, else
+    (no tokenizer.json, another family, or a normaliser transformers would rebuild)
+    ``transformers.AutoTokenizer.from_pretrained(folder)``."""
     folder = Path(folder)
     if not any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         raise NnjaxError(

@@ -281,7 +281,7 @@ def _kth_smallest_bits(bits: jax.Array, k: jax.Array) -> jax.Array:
 
     Non-negative floats order like their bit patterns, so 32 halvings of ``[0, bits of +inf]``,
     each one count over the array, find it exactly: on CPU 0.5 ms for 17,837 values, where the
-    sort behind ``jnp.nanmedian`` took 4.3 ms (and made a train step that logs it 27 % slower).
+    sort behind ``jnp.nanmedian`` took 4.3 ms (inside the thesis CNN's train step: 79.2 -> 77.5 ms).
     """
 
     def halve(_, bounds):
