@@ -166,6 +166,16 @@ NOTES — where the time goes and what was tried (ThesisCNN train step, batch 12
    PyTorch eager 156.0 ms on 2 threads (1.16x / 1.21x); one pinned core 195.0 / 237.5 / 253.2 ms
    (1.22x / 1.30x). So the gap to torch.compile in the tables above is AVX-512's: on AVX2 oneDNN's
    convolution kernels lose their lead over Eigen's, and nnjax is ahead on both thread counts.
+16. The 32 -> 32 convolution as matrix products, tried again after the allocator change of 11 (2026-12-03,
+   the AVX-512 EPYC, 2 threads, 15 interleaved calls each, scratch script): the input with its three
+   W-shifts side by side (``[N, H+2, W, 96]``), one product with the kernel as ``[(j, c), (i, o)]``
+   (``[107520, 96] x [96, 96]``, 1.98 GFLOP) and the sum of three H-shifted planes; the input gradient
+   the same on the flipped kernel; the weight gradient as one ``[96, 96]`` product of the W-shifted input
+   and the H-shifted output gradient (also in 16 or 128 batched chunks). All equal ``lax`` within 7.5e-7.
+   Forward 32.4 ms against lax's 18.6, input gradient 32.5 / 18.7, weight gradient 47.6 (41.8-42.4
+   chunked) / 29.3. The product alone takes 15.1 ms (132 GFLOP/s, against ~100 for Eigen's convolution)
+   and the W-shifted copy alone 5.7 ms, so Eigen's convolution is within a quarter of XLA's best product
+   here and no rewrite into products can make up the rest.
 """
 
 

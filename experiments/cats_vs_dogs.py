@@ -140,7 +140,8 @@ def run(config: Config, ctx: RunContext) -> dict:
     predicted = (dog_probability >= 0.5).astype(np.int32)
     final_stage = outcome.result.stages[-1].name if outcome.result.stages[-1].history else "head"
     exporting = time.perf_counter()
-    _figures(ctx, val, dog_probability, predicted, outcome.result.history, config, final_stage)
+    if ctx.make_figures:
+        _figures(ctx, val, dog_probability, predicted, outcome.result.history, config, final_stage)
     export_classifier(ctx.out / "checkpoint", outcome.classifier, outcome.result.variables,
                       extra={"model": NAME, "stage": final_stage, "test_time_flip": config.test_time_flip})
     times = {"load_seconds": load_seconds, **outcome.seconds,

@@ -124,11 +124,12 @@ def run(config: Config, ctx: RunContext) -> dict:
     dunn = dunn_index(x, labels) if config.k >= 2 else float("nan")
     ctx.metrics.log(step=1, kmeans_inertia=inertia, kmeans_silhouette=silhouette, dunn=dunn,
                     kmeans_iterations=int(km.n_iter))
-    ctx.save_figure(
-        clusters_figure(x, labels, np.asarray(km.centroids),
-                        title=f"K-means, k = {config.k}: inertia {inertia:.0f}, silhouette {silhouette:.3f}"),
-        "kmeans_blobs.png",
-    )
+    if ctx.make_figures:
+        ctx.save_figure(
+            clusters_figure(x, labels, np.asarray(km.centroids),
+                            title=f"K-means, k = {config.k}: inertia {inertia:.0f}, silhouette {silhouette:.3f}"),
+            "kmeans_blobs.png",
+        )
 
     # 2. Two moons: K-means (k = 2) against DBSCAN.
     xm, moon_truth = make_moons(rng, config.moon_points, config.moon_noise, config.outliers)
@@ -147,14 +148,15 @@ def run(config: Config, ctx: RunContext) -> dict:
                     dbscan_noise=noise)
     km_title = f"K-means, k = 2 (ARI {ari_km:.2f}, Dunn {dunn_km:.3f})"
     db_title = f"DBSCAN, ε = {config.eps:g}, MinPts = {config.min_pts} (ARI {ari_db:.2f}, Dunn {dunn_db:.3f})"
-    ctx.save_figure(
-        comparison_figure(
-            xm,
-            {km_title: (km2_labels, np.asarray(km2.centroids)), db_title: (db_labels, None)},
-            title="Two moons: distance to a centre (K-means) vs density (DBSCAN)",
-        ),
-        "moons_kmeans_vs_dbscan.png",
-    )
+    if ctx.make_figures:
+        ctx.save_figure(
+            comparison_figure(
+                xm,
+                {km_title: (km2_labels, np.asarray(km2.centroids)), db_title: (db_labels, None)},
+                title="Two moons: distance to a centre (K-means) vs density (DBSCAN)",
+            ),
+            "moons_kmeans_vs_dbscan.png",
+        )
     return {
         "kmeans_inertia": inertia,
         "kmeans_silhouette": silhouette,

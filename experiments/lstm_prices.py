@@ -210,8 +210,6 @@ def _write_series_csv(path: Path, data: Any, smooth: int) -> None:
 
 def run(config: Config, ctx: RunContext) -> dict:
     from nnjax.data.prices import linear_forecast, load_prices, mae, rmse
-    from nnjax.plots.common import curves_figure
-    from nnjax.plots.sequences import forecast_figure, price_series_figure
     from nnjax.train.checkpoint import save_model
 
     data = load_prices(
@@ -233,28 +231,8 @@ def run(config: Config, ctx: RunContext) -> dict:
     scores = {r["cell"].upper(): (r["test_rmse"], r["test_mae"]) for r in results.values()}
     winner = min({**scores, **baselines}.items(), key=lambda kv: kv[1][0])[0]
 
-    series_fig = price_series_figure(
-        data.raw, data.smoothed, smooth=config.smooth, test_start=data.test_start
-    )
-    ctx.save_figure(series_fig, "prices.png")
-    predictions = {f"{r['cell'].upper()} (RMSE {r['test_rmse']:.3f})": r["pred"] for r in results.values()}
-    ctx.save_figure(
-        forecast_figure(
-            data.y_test,
-            predictions,
-            baseline=persistence,
-            title=f"test period: persistence RMSE {baselines['persistence'][0]:.3f}, "
-            f"linear AR RMSE {baselines['linear AR(24)'][0]:.3f}",
-        ),
-        "forecast.png",
-    )
-    series = {}
-    for r in results.values():
-        epochs = [h["epoch"] for h in r["history"]]
-        series[f"{r['cell'].upper()} train MSE (scaled)"] = (epochs, [h["train_loss"] for h in r["history"]])
-    ctx.save_figure(
-        curves_figure(series, xlabel="epoch", ylabel="loss", logy=True, title="training loss"), "loss.png"
-    )
+    if ctx.make_figures:
+        _figures(ctx, config, data, results, persistence, baselines)
     if config.compare:
         _write_cell_table(ctx, config, results, baselines)
 
@@ -280,6 +258,33 @@ def run(config: Config, ctx: RunContext) -> dict:
             summary[f"{r['cell']}_test_rmse"] = r["test_rmse"]
             summary[f"{r['cell']}_test_mae"] = r["test_mae"]
     return summary
+
+
+def _figures(ctx: RunContext, config: Config, data: Any, results: dict, persistence: np.ndarray,
+             baselines: dict) -> None:
+    """The price series, the test-period forecasts against persistence, and the training losses."""
+    from nnjax.plots.common import curves_figure
+    from nnjax.plots.sequences import forecast_figure, price_series_figure
+
+    ctx.save_figure(price_series_figure(data.raw, data.smoothed, smooth=config.smooth, test_start=data.test_start),
+                    "prices.png")
+    predictions = {f"{r['cell'].upper()} (RMSE {r['test_rmse']:.3f})": r["pred"] for r in results.values()}
+    ctx.save_figure(
+        forecast_figure(
+            data.y_test,
+            predictions,
+            baseline=persistence,
+            title=f"test period: persistence RMSE {baselines['persistence'][0]:.3f}, "
+            f"linear AR RMSE {baselines['linear AR(24)'][0]:.3f}",
+        ),
+        "forecast.png",
+    )
+    series = {}
+    for r in results.values():
+        epochs = [h["epoch"] for h in r["history"]]
+        series[f"{r['cell'].upper()} train MSE (scaled)"] = (epochs, [h["train_loss"] for h in r["history"]])
+    ctx.save_figure(curves_figure(series, xlabel="epoch", ylabel="loss", logy=True, title="training loss"),
+                    "loss.png")
 
 
 def _write_cell_table(ctx: RunContext, config: Config, results: dict, baselines: dict) -> None:

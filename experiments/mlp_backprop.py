@@ -215,7 +215,8 @@ def run(config: Config, ctx: RunContext) -> dict:
     # The K trace is read back from metrics.jsonl, which holds every step of a resumed run too.
     k_trace = [(int(line["step"]), float(line["k_median_abs"]))
                for line in read_metrics(ctx.out / "metrics.jsonl", model="backprop") if "k_median_abs" in line]
-    _figures(ctx, config, results, x_test, labels_test, k_trace)
+    if ctx.make_figures:
+        _figures(ctx, config, results, x_test, labels_test, k_trace)
     (_, p_hand, h_hand), (_, p_auto, h_auto), (_, _, h_lin) = results.values()
     diffs = [initial_diff] + [h["val_grad_diff"] for h in h_hand]  # fit prefixes eval results with val_
     param_diff = float(_max_abs_diff(p_hand, p_auto))

@@ -247,7 +247,8 @@ def run(config: Config, ctx: RunContext) -> dict:
 
     probabilities = predict_probabilities(model, final_vars, x_test, dtype=config.dtype)
     predictions = probabilities.argmax(-1)
-    _figures(ctx, config, state.params, x_test, y_test, predictions)
+    if ctx.make_figures:
+        _figures(ctx, config, state.params, x_test, y_test, predictions)
 
     epoch_records = history  # every epoch, those before a resume included (saved with the checkpoints)
     accuracies = [r.get("test_accuracy", math.nan) for r in epoch_records]

@@ -57,13 +57,14 @@ def run(config: Config, ctx: RunContext) -> dict:
     for epoch, error in enumerate(errors, start=1):
         ctx.metrics.log(step=epoch, epoch=epoch, mean_abs_error=float(error))
 
-    frames = np.unique(np.linspace(0, config.epochs - 1, config.frames).round().astype(int))
-    lines = [perceptron.line_of(jax.tree_util.tree_map(lambda a, i=i: a[i], per_epoch)) for i in frames]
-    from nnjax.plots.perceptron import decision_line_animation
+    if ctx.make_figures:
+        from nnjax.plots.perceptron import decision_line_animation
 
-    gif = decision_line_animation(x, y, lines, [int(i) + 1 for i in frames], ctx.path("perceptron.gif"))
-    ctx.add_artifact(gif)
-    ctx.add_artifact(gif.with_suffix(".png"))
+        frames = np.unique(np.linspace(0, config.epochs - 1, config.frames).round().astype(int))
+        lines = [perceptron.line_of(jax.tree_util.tree_map(lambda a, i=i: a[i], per_epoch)) for i in frames]
+        gif = decision_line_animation(x, y, lines, [int(i) + 1 for i in frames], ctx.path("perceptron.gif"))
+        ctx.add_artifact(gif)
+        ctx.add_artifact(gif.with_suffix(".png"))
 
     # The other rule on the same points and init, to show the difference in one summary.
     other = "linear" if config.rule == "step" else "step"

@@ -162,7 +162,8 @@ def run(config: Config, ctx: RunContext) -> dict:
     report = binary_report(outcome.labels["test"], predicted)
     cm = outcome.report("test")["confusion_matrix"]
     exporting = time.perf_counter()
-    _figures(ctx, np.asarray(cm), outcome.result.history, backbone.name, config.train)
+    if ctx.make_figures:
+        _figures(ctx, np.asarray(cm), outcome.result.history, backbone.name, config.train)
     export_classifier(ctx.out / "checkpoint", outcome.classifier, outcome.result.variables,
                       extra={"model": NAME, "train": config.train, "seed": ctx.seed, "limit": config.limit,
                              "dedup": config.dedup})

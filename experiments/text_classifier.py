@@ -94,9 +94,10 @@ def run(config: Config, ctx: RunContext) -> dict:
     export_classifier(ctx.out / "checkpoint", outcome.classifier, outcome.result.variables,
                       extra={"data": str(Path(config.data).absolute()), "val_accuracy": summary["val_accuracy"]})
     name = Path(config.data).name
-    ctx.save_figure(confusion_figure(summary["val_confusion_matrix"], classes,
-                                     f"{name}: validation ({summary['val_accuracy']:.1%})"), "confusion_matrix.png")
-    ctx.save_figure(accuracy_figure(outcome.result.history, f"{name}, {backbone.name}"), "accuracy.png")
+    if ctx.make_figures:
+        ctx.save_figure(confusion_figure(summary["val_confusion_matrix"], classes,
+                                         f"{name}: validation ({summary['val_accuracy']:.1%})"), "confusion_matrix.png")
+        ctx.save_figure(accuracy_figure(outcome.result.history, f"{name}, {backbone.name}"), "accuracy.png")
     return {**summary, "classes": list(classes), "skipped_inputs": len(table.bad_rows),
             "backbone": backbone.describe(), "weights_report": backbone.report, "history": outcome.result.history}
 

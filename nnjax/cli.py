@@ -107,6 +107,9 @@ def _common_run_options(parser: argparse.ArgumentParser) -> None:
     profile.add_argument("--quick", action="store_true", help="the quick profile: small, minutes or less")
     profile.add_argument("--full", action="store_true", help="the thesis's settings (the default)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="draw no figures (same results and checkpoints, seconds sooner; "
+                             "a finished run is not redrawn: --overwrite)")
     _compile_cache_options(parser)
     dist = parser.add_argument_group("multi-process training (JAX distributed runtime)")
     dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (or NNJAX_COORDINATOR)")
@@ -155,7 +158,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
         raise NnjaxError(reason)
     out = args.out or f"runs/{exp.name}"
     summary = run_experiment(exp, config, out, seed=args.seed, progress=not args.no_progress, mode=args.mode,
-                             checkpoint_seconds=args.checkpoint_seconds)
+                             checkpoint_seconds=args.checkpoint_seconds, figures=not args.no_figures)
     print(json.dumps(summary, indent=2))
     print(f"wrote {Path(out) / 'summary.json'}")
     return 0

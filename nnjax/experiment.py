@@ -179,15 +179,18 @@ class RunContext:
       progress: whether to show progress bars.
       resumed: whether this process continues an unfinished run of the same definition.
       checkpoint_seconds: epoch-end checkpoints are at least this many seconds apart (0: every epoch).
+      make_figures: whether the run draws its figures; experiments skip their figure code when it is
+        ``False`` (``nnjax run --no-figures``), and then :meth:`save_figure` writes nothing.
     """
 
     def __init__(self, out: str | Path, seed: int = 0, progress: bool = True, *, resumed: bool = False,
-                 checkpoint_seconds: float = 10.0):
+                 checkpoint_seconds: float = 10.0, make_figures: bool = True):
         self.out = prepare_out_dir(out)
         self.seed = int(seed)
         self.progress = progress
         self.resumed = resumed
         self.checkpoint_seconds = float(checkpoint_seconds)
+        self.make_figures = bool(make_figures)
         self.metrics = MetricsWriter(self.out / "metrics.jsonl", resume=resumed)
         self.figures: list[Path] = []
 
@@ -235,10 +238,14 @@ class RunContext:
             np.savez(tmp, **arrays)
         return arrays
 
-    def save_figure(self, fig: Any, name: str, dpi: int = 120) -> Path:
-        """Save a matplotlib figure as ``out/NAME`` (PNG unless NAME says otherwise), close it."""
+    def save_figure(self, fig: Any, name: str, dpi: int = 120) -> Path | None:
+        """Save a matplotlib figure as ``out/NAME`` (PNG unless NAME says otherwise), close it; return its path
+        (``None``, nothing written, when the run makes no figures)."""
         import matplotlib.pyplot as plt
 
+        if not self.make_figures:
+            plt.close(fig)
+            return None
         target = self.path(name if "." in name else f"{name}.png")
         fig.savefig(target, dpi=dpi, bbox_inches="tight")
         plt.close(fig)
@@ -246,7 +253,8 @@ class RunContext:
         return target
 
     def add_artifact(self, path: str | Path) -> Path:
-        """Record a figure or animation written by other means (GIF, MP4)."""
+        """Record a figure or animation written by other means (GIF, MP4); check :attr:`make_figures` before
+        writing one."""
         self.figures.append(Path(path))
         return Path(path)
 
@@ -273,6 +281,7 @@ def run_experiment(
     *,
     mode: str = "auto",
     checkpoint_seconds: float = 10.0,
+    figures: bool = True,
 ) -> dict:
     """Run one experiment in the folder ``out``, which it owns, and return the summary dict.
 
@@ -281,6 +290,8 @@ def run_experiment(
     ``mode`` (see :func:`nnjax.run_folder.claim`): ``"auto"`` starts, resumes the same
     unfinished run or reports the same finished one, and refuses a different run;
     ``"resume"`` insists on a run to continue; ``"overwrite"`` starts afresh.
+    ``figures=False`` skips the figures (the run's results and checkpoints are the same; it is not part
+    of the run's definition, so a finished run is not redrawn: rerun it with ``mode="overwrite"``).
     """
     import sys
 
@@ -307,7 +318,7 @@ def run_experiment(
         atomic.write_json(folder.path / "config.json", {"experiment": experiment.name, "seed": int(seed),
                                                         **definition["config"]})
         ctx = RunContext(folder.path, seed=seed, progress=progress, resumed=resumed,
-                         checkpoint_seconds=checkpoint_seconds)
+                         checkpoint_seconds=checkpoint_seconds, make_figures=figures)
         start = time.perf_counter()
         headline = experiment.run(config, ctx)
         seconds = time.perf_counter() - start

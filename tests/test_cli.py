@@ -95,6 +95,17 @@ def test_perceptron_run_writes_summary_metrics_config_and_animation(capsys, tmp_
     assert len(lines) == 100 and "mean_abs_error" in json.loads(lines[0])
     gif = out / "perceptron.gif"
     assert gif.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+    assert summary["figures"] == ["perceptron.gif", "perceptron.png"]
+
+    bare = tmp_path / "bare"  # the same run without its animation: the same numbers, no figure written
+    code, _, _ = run_cli(capsys, "run", "perceptron", "--quick", "--seed", "1", "--out", str(bare), "--no-progress",
+                         "--no-figures")
+    assert code == 0
+    again = json.loads((bare / "summary.json").read_text())
+    assert again.pop("figures") == [] and not list(bare.glob("*.gif")) and not list(bare.glob("*.png"))
+    timings = ("seconds", "compile_s")
+    assert {k: v for k, v in again.items() if k not in timings} == {
+        k: v for k, v in summary.items() if k not in (*timings, "figures")}
 
 
 def test_reproduce_writes_markdown_and_html_report(capsys, tmp_path):

@@ -88,16 +88,19 @@ def _kill_at_random_moment(args: list[str], out: Path, lines: range, seed: int) 
 
 
 def _assert_kill_then_rerun_equals_uninterrupted(tmp_path: Path, capsys, args: list[str], lines: range) -> dict:
-    """Run ``args`` uninterrupted (in this process) and killed-then-rerun (in new ones); assert equal results,
-    bit for bit; return the rerun's summary."""
+    """Run ``args`` uninterrupted (in this process) and killed-then-rerun (in new ones, ``--no-figures``); assert
+    equal results, bit for bit, and figures only in the reference; return the rerun's summary."""
     reference = _run_here(capsys, *args, "--out", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
     seed = random.SystemRandom().randrange(1 << 30)
-    killed_at = _kill_at_random_moment(args, tmp_path / "killed", lines, seed)
-    rerun = _run(*args, "--out", str(tmp_path / "killed"))
+    killed_at = _kill_at_random_moment([*args, "--no-figures"], tmp_path / "killed", lines, seed)
+    rerun = _run(*args, "--no-figures", "--out", str(tmp_path / "killed"))
     assert rerun.returncode == 0, f"(kill seed {seed}, after {killed_at} lines) {rerun.stderr}"
     want = json.loads((tmp_path / "reference" / "summary.json").read_text())
     got = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    drawn = want.pop("figures")
+    assert drawn and all((tmp_path / "reference" / name).stat().st_size > 1000 for name in drawn)
+    assert got.pop("figures") == [] and not list((tmp_path / "killed").glob("*.png"))
     assert _deterministic(got) == _deterministic(want), f"kill seed {seed}, after {killed_at} metrics lines"
     for a, b in zip(_exported(tmp_path / "reference"), _exported(tmp_path / "killed"), strict=True):
         assert np.array_equal(a, b), f"kill seed {seed}"
@@ -218,7 +221,7 @@ def test_interrupt_during_a_write_waits_for_the_write():
 
 def test_sigterm_ends_a_run_with_one_line_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "run"
-    args = ["run", "lstm-prices", "--epochs", "30", "--no-progress", "--out", str(out)]  # 0.2 s an epoch
+    args = ["run", "lstm-prices", "--epochs", "30", "--no-progress", "--no-figures", "--out", str(out)]  # 0.2 s/epoch
     proc = subprocess.Popen(_command(*args, "--checkpoint-seconds", "0"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -314,7 +317,8 @@ def test_eval_on_a_damaged_or_foreign_export_is_one_sentence(tmp_path, capsys):
 
     from nnjax.cli import main
 
-    assert main(["run", "lstm-prices", "--epochs", "2", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    assert main(["run", "lstm-prices", "--epochs", "2", "--no-progress", "--no-figures",
+                 "--out", str(tmp_path / "run")]) == 0
     good = tmp_path / "run" / "checkpoint"
 
     def damaged(name: str, change) -> Path:

@@ -132,7 +132,7 @@ def test_text_classifier_with_three_labels_and_a_fresh_process_predict(tmp_path)
     path.write_text("".join(json.dumps({"message": t, "topic": y}) + "\n" for t, y in rows) + "{broken\n")
     out = tmp_path / "run"
     assert main(["run", "text-classifier", "--data", str(path), "--text-column", "message", "--label-column", "topic",
-                 "--epochs", "20", "--no-progress", "--out", str(out)]) == 0
+                 "--epochs", "20", "--no-progress", "--no-figures", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["classes"] == ["food", "sports", "weather"] and summary["skipped_inputs"] == 1
     assert summary["val_accuracy"] >= 0.9 and summary["val_macro_f1"] >= 0.9
