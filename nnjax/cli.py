@@ -158,7 +158,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
         raise NnjaxError(reason)
     out = args.out or f"runs/{exp.name}"
     summary = run_experiment(exp, config, out, seed=args.seed, progress=not args.no_progress, mode=args.mode,
-                             checkpoint_seconds=args.checkpoint_seconds, figures=not args.no_figures)
+                             checkpoint_seconds=args.checkpoint_seconds, make_figures=not args.no_figures)
     print(json.dumps(summary, indent=2))
     print(f"wrote {Path(out) / 'summary.json'}")
     return 0

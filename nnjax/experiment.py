@@ -281,7 +281,7 @@ def run_experiment(
     *,
     mode: str = "auto",
     checkpoint_seconds: float = 10.0,
-    figures: bool = True,
+    make_figures: bool = True,
 ) -> dict:
     """Run one experiment in the folder ``out``, which it owns, and return the summary dict.
 
@@ -290,7 +290,7 @@ def run_experiment(
     ``mode`` (see :func:`nnjax.run_folder.claim`): ``"auto"`` starts, resumes the same
     unfinished run or reports the same finished one, and refuses a different run;
     ``"resume"`` insists on a run to continue; ``"overwrite"`` starts afresh.
-    ``figures=False`` skips the figures (the run's results and checkpoints are the same; it is not part
+    ``make_figures=False`` skips the figures (the run's results and checkpoints are the same; it is not part
     of the run's definition, so a finished run is not redrawn: rerun it with ``mode="overwrite"``).
     """
     import sys
@@ -318,7 +318,7 @@ def run_experiment(
         atomic.write_json(folder.path / "config.json", {"experiment": experiment.name, "seed": int(seed),
                                                         **definition["config"]})
         ctx = RunContext(folder.path, seed=seed, progress=progress, resumed=resumed,
-                         checkpoint_seconds=checkpoint_seconds, make_figures=figures)
+                         checkpoint_seconds=checkpoint_seconds, make_figures=make_figures)
         start = time.perf_counter()
         headline = experiment.run(config, ctx)
         seconds = time.perf_counter() - start

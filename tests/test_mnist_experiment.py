@@ -50,7 +50,7 @@ def test_bfloat16_run_matches_float32_and_saves_its_dtype(trained_run, tmp_path)
     _, full = trained_run
     config = get("mnist").make_config("full", epochs=2, train_size=2560, test_size=1000, learning_rate=3e-3,
                                       dtype="bfloat16")
-    half = run_experiment(get("mnist"), config, tmp_path, seed=0, progress=False, figures=False)
+    half = run_experiment(get("mnist"), config, tmp_path, seed=0, progress=False, make_figures=False)
     assert half["figures"] == [] and not list(tmp_path.glob("*.png"))
     assert abs(half["test_accuracy"] - full["test_accuracy"]) < 0.03, (half["test_accuracy"], full["test_accuracy"])
     variables, meta = load_model(tmp_path / "checkpoint", expected_model="mnist")

@@ -228,7 +228,7 @@ def test_bfloat16_encoder_and_head_match_float32(frozen_run, tmp_path):
 
     exp, _, full = frozen_run
     half = run_experiment(exp, Config(model="minilm", train="head", limit=320, epochs=30, max_length=64,
-                                      dtype="bfloat16"), tmp_path, seed=0, progress=False, figures=False)
+                                      dtype="bfloat16"), tmp_path, seed=0, progress=False, make_figures=False)
     assert half["dtype"] == "bfloat16" and abs(half["test_accuracy"] - full["test_accuracy"]) <= 1 / 40
     assert json.loads((tmp_path / "checkpoint" / "meta.json").read_text())["dtype"] == "bfloat16"
     assert exp.evaluate(tmp_path / "checkpoint")["test_accuracy"] == pytest.approx(half["test_accuracy"])
@@ -292,7 +292,7 @@ def test_top_k_fine_tunes_only_the_top_layers(tmp_path, real_data_dir):
 
     summary = run_experiment(get("sms-spam"), Config(model=str(folder), train="top-k", top_k=1, limit=240, epochs=2,
                                                      finetune_epochs=1, pooling="cls", head="bert", max_length=32),
-                             tmp_path / "run", seed=0, progress=False, figures=False)
+                             tmp_path / "run", seed=0, progress=False, make_figures=False)
     assert summary["trainable_params"] == (32 * 32 + 32) + (32 * 2 + 2) + 8_544  # pooler + classifier + layer 2
     assert summary["max_length"] == 32 and summary["train"] == "top-k"
     variables, meta = load_model(tmp_path / "run" / "checkpoint")
